@@ -1,0 +1,40 @@
+# Set-up and everyday commands. Every target creates .venv with the tested recipe when it is missing.
+PY ?= python3
+VENV := .venv
+VPY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip
+STAMP := $(VENV)/.facd-installed
+
+.PHONY: test lint demo mini-table venv clean-venv format
+
+venv: $(STAMP)
+
+# torch first (local files on our machines), then basicsr without build isolation so its sdist build does not
+# download a second torch, then this package in editable mode.
+$(STAMP): setup.py
+	test -x $(VPY) || $(PY) -m venv $(VENV)
+	$(PIP) install -q torch==2.14.1 torchvision==0.29.1
+	$(PIP) install -q --no-build-isolation basicsr==1.4.2 lmdb pyyaml opencv-python numpy tb-nightly scikit-image tqdm \
+		pytest flake8 isort yapf onnx onnxruntime matplotlib
+	$(PIP) install -q --no-build-isolation --no-deps -e .
+	touch $(STAMP)
+
+lint: $(STAMP)
+	$(VENV)/bin/flake8 facd_basicsr scripts tests benchmarks
+	$(VENV)/bin/isort --check-only --diff facd_basicsr scripts tests benchmarks
+
+test: lint
+	$(VENV)/bin/pytest -q tests
+
+format: $(STAMP)
+	$(VENV)/bin/isort facd_basicsr scripts tests benchmarks
+	$(VENV)/bin/yapf -i -r facd_basicsr scripts tests benchmarks
+
+demo: $(STAMP)
+	$(VPY) scripts/demo.py
+
+mini-table: $(STAMP)
+	$(VPY) scripts/mini_table.py
+
+clean-venv:
+	rm -rf $(VENV)

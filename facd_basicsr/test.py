@@ -1,0 +1,23 @@
+"""Test with BasicSR's pipeline and the FACD plugin: ``python facd_basicsr/test.py -opt options/X.yml``.
+
+Results go to ``results/<name>/`` under the current working directory.
+"""
+import os
+import os.path as osp
+import sys
+
+if __package__ in (None, ''):  # run as a file: make the package importable and stop the folder shadowing modules
+    _here = osp.dirname(osp.abspath(__file__))
+    sys.path[:] = [p for p in sys.path if osp.abspath(p or '.') != _here]
+    sys.path.insert(0, osp.dirname(_here))
+
+import facd_basicsr  # noqa: E402,F401  (compat alias + registration before basicsr.test)
+
+
+def main() -> None:
+    from basicsr.test import test_pipeline
+    test_pipeline(os.getcwd())
+
+
+if __name__ == '__main__':
+    main()

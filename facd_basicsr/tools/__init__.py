@@ -1,0 +1,1 @@
+"""Command-line tools (console scripts ``facd-*``); each module has a ``main(argv=None)``."""

@@ -1,0 +1,26 @@
+"""Train with BasicSR's loop and the FACD plugin: ``python facd_basicsr/train.py -opt options/X.yml``.
+
+Accepts BasicSR's flags (``-opt``, ``--launcher``, ``--auto_resume``, ``--debug``, ``--force_yml``). Outputs
+(``experiments/``, ``tb_logger/``) go under the current working directory, as do relative dataroots.
+"""
+import os
+import os.path as osp
+import sys
+
+if __package__ in (None, ''):  # run as a file: make the package importable and stop the folder shadowing modules
+    _here = osp.dirname(osp.abspath(__file__))
+    sys.path[:] = [p for p in sys.path if osp.abspath(p or '.') != _here]
+    sys.path.insert(0, osp.dirname(_here))
+
+import facd_basicsr  # noqa: E402,F401  (compat alias + registration before basicsr.train)
+from facd_basicsr.utils.resume import install_cpu_safe_resume  # noqa: E402
+
+
+def main() -> None:
+    from basicsr.train import train_pipeline
+    install_cpu_safe_resume()
+    train_pipeline(os.getcwd())
+
+
+if __name__ == '__main__':
+    main()

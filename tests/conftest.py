@@ -1,0 +1,41 @@
+"""Shared fixtures: a tiny real-photo paired SR set (folders + LMDB) built once per session, and run helpers."""
+import os
+import os.path as osp
+import subprocess
+import sys
+
+import pytest
+
+import facd_basicsr  # noqa: F401  (compat alias before any basicsr import in the tests)
+from facd_basicsr.utils.sample_data import build_paired_set
+
+REPO_ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+TRAIN_PHOTOS = ('astronaut', 'chelsea', 'coffee', 'rocket')
+VAL_PHOTOS = ('hubble_deep_field', 'immunohistochemistry')
+
+
+@pytest.fixture(scope='session')
+def sample_root(tmp_path_factory):
+    """A folder holding ``datasets/sample/{train,val}`` at x2 (GT 96 / 64 px), folders and LMDB.
+
+    Options files refer to ``datasets/sample/...`` relative to the CWD, so runs use this folder as their CWD.
+    """
+    root = tmp_path_factory.mktemp('sample')
+    build_paired_set(str(root / 'datasets' / 'sample' / 'train'), TRAIN_PHOTOS, scale=2, size=96)
+    build_paired_set(str(root / 'datasets' / 'sample' / 'val'), VAL_PHOTOS, scale=2, size=64)
+    return root
+
+
+@pytest.fixture
+def run_dir(sample_root, tmp_path):
+    """A fresh working directory whose ``datasets`` points at the session's sample data."""
+    os.symlink(sample_root / 'datasets', tmp_path / 'datasets')
+    return tmp_path
+
+
+def run_python(args, cwd, env=None, timeout=600):
+    """Run ``python args...`` in ``cwd`` with the test interpreter; returns the CompletedProcess (never raises)."""
+    full_env = dict(os.environ)
+    full_env.update(env or {})
+    return subprocess.run([sys.executable, *args], cwd=str(cwd), env=full_env, capture_output=True, text=True,
+                          timeout=timeout)

@@ -1,0 +1,44 @@
+"""Foundation: compat alias, registration, idempotent import."""
+import importlib
+import subprocess
+import sys
+
+import pytest
+from basicsr.utils.registry import ARCH_REGISTRY, LOSS_REGISTRY, MODEL_REGISTRY
+
+import facd_basicsr
+from facd_basicsr.utils.registry import register_once
+
+PROMISED = {
+    ARCH_REGISTRY: ['FACDAdapter'],
+    LOSS_REGISTRY: ['FACDContrastiveLoss', 'FeatureDistillLoss', 'FAKDAffinityLoss'],
+    MODEL_REGISTRY: ['FACDModel'],
+}
+
+
+def test_every_promised_name_is_registered():
+    missing = [name for registry, names in PROMISED.items() for name in names if name not in registry]
+    assert not missing
+
+
+def test_import_basicsr_fails_alone_and_works_after_facd_basicsr():
+    """On basicsr 1.4.2 + torchvision >= 0.17 the bare import breaks; our package makes it work."""
+    alone = subprocess.run([sys.executable, '-c', 'import basicsr'], capture_output=True, text=True)
+    if alone.returncode == 0:
+        pytest.skip('this basicsr/torchvision pair imports on its own (no functional_tensor problem)')
+    assert 'functional_tensor' in alone.stderr
+    after = subprocess.run([sys.executable, '-c', 'import facd_basicsr, basicsr; print(basicsr.__version__)'],
+                           capture_output=True, text=True)
+    assert after.returncode == 0, after.stderr
+
+
+def test_reimport_and_second_copy_do_not_raise():
+    importlib.reload(facd_basicsr.archs)
+    importlib.reload(facd_basicsr.losses)
+    importlib.reload(facd_basicsr.models)
+    cls = MODEL_REGISTRY.get('FACDModel')
+
+    # A second definition under the same name (a copy in a BasicSR checkout) keeps the first registration.
+    copy = type('FACDModel', (object, ), {})
+    assert register_once(MODEL_REGISTRY)(copy) is copy
+    assert MODEL_REGISTRY.get('FACDModel') is cls
