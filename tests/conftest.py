@@ -7,11 +7,9 @@ import sys
 import pytest
 
 import facd_basicsr  # noqa: F401  (compat alias before any basicsr import in the tests)
-from facd_basicsr.utils.sample_data import build_paired_set
+from facd_basicsr.utils.sample_data import build_sample_sets
 
 REPO_ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
-TRAIN_PHOTOS = ('astronaut', 'chelsea', 'coffee', 'rocket')
-VAL_PHOTOS = ('hubble_deep_field', 'immunohistochemistry')
 
 
 @pytest.fixture(scope='session')
@@ -21,8 +19,7 @@ def sample_root(tmp_path_factory):
     Options files refer to ``datasets/sample/...`` relative to the CWD, so runs use this folder as their CWD.
     """
     root = tmp_path_factory.mktemp('sample')
-    build_paired_set(str(root / 'datasets' / 'sample' / 'train'), TRAIN_PHOTOS, scale=2, size=96)
-    build_paired_set(str(root / 'datasets' / 'sample' / 'val'), VAL_PHOTOS, scale=2, size=64)
+    build_sample_sets(str(root / 'datasets' / 'sample'), scale=2)
     return root
 
 

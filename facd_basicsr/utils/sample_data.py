@@ -18,6 +18,10 @@ from basicsr.utils.matlab_functions import imresize
 PHOTOS = ('astronaut', 'chelsea', 'coffee', 'rocket', 'hubble_deep_field', 'immunohistochemistry', 'retina',
           'motorcycle_left', 'motorcycle_right')
 
+# The small x2 set of the tests and the tiny option files: datasets/sample/{train,val}.
+SAMPLE_TRAIN = ('astronaut', 'chelsea', 'coffee', 'rocket')
+SAMPLE_VAL = ('hubble_deep_field', 'immunohistochemistry')
+
 
 def load_photo(name: str) -> np.ndarray:
     """One bundled scikit-image photo as a uint8 BGR array of shape (H, W, 3)."""
@@ -83,3 +87,9 @@ def build_paired_set(root: str, photos: Iterable[str], scale: int, size: Optiona
     if lmdb:
         paths.update(gt_lmdb=paths['gt'] + '.lmdb', lq_lmdb=paths['lq'] + '.lmdb')
     return paths
+
+
+def build_sample_sets(root: str, scale: int = 2) -> None:
+    """``root/train`` (4 photos, GT 96 px) and ``root/val`` (2 other photos, GT 64 px), folders and LMDB."""
+    build_paired_set(osp.join(root, 'train'), SAMPLE_TRAIN, scale, size=96)
+    build_paired_set(osp.join(root, 'val'), SAMPLE_VAL, scale, size=64)

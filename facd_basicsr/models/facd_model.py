@@ -1,0 +1,263 @@
+"""FACDModel: BasicSR's SRModel trained with a frozen teacher by output KD and feature-domain distillation.
+
+Paper: Moon et al., "Feature-domain Adaptive Contrastive Distillation for Efficient Single Image Super-Resolution",
+IEEE Access 2023 (arXiv 2211.15951). What we implement and which parts are our reading: ../README.md and METHOD.md.
+
+Options (besides SRModel's)::
+
+    network_t: {type: RCAN, num_feat: 64, num_group: 10, num_block: 20, upscale: 4, ...}   # teacher
+    path: {pretrain_network_t: ..., param_key_t: params, strict_load_t: true}
+    distill:
+      teacher_taps: [body.2, body.6, conv_after_body]     # module paths, hooked
+      student_taps: [body.2, body.6, conv_after_body]
+      adapter: {type: FACDAdapter, kind: conv1x1}         # channels come from a dry run
+      gate: {mode: teacher_better, margin: 0.0}           # or top_fraction (fraction) or always
+      teacher_check: true                                 # teacher must beat bicubic on the first val images
+    train:
+      pixel_opt: {type: L1Loss, loss_weight: 0.5}         # student vs ground truth
+      kd_opt: {type: L1Loss, loss_weight: 0.5}            # student vs teacher output, gated
+      feature_opt: {type: FACDContrastiveLoss, loss_weight: 0.01}   # gated
+"""
+import os
+import os.path as osp
+from collections import OrderedDict
+from contextlib import contextmanager
+from typing import Dict, Optional
+
+import torch
+from basicsr.archs import build_network
+from basicsr.losses import build_loss
+from basicsr.models.sr_model import SRModel
+from basicsr.utils import get_root_logger
+from basicsr.utils.registry import MODEL_REGISTRY
+
+from facd_basicsr.archs.facd_adapter_arch import FACDAdapterBank
+from facd_basicsr.utils.checkpoint import fingerprint, load_strictly, read_state_dict
+from facd_basicsr.utils.feature_taps import FeatureTaps
+from facd_basicsr.utils.gate import AdaptiveGate
+from facd_basicsr.utils.registry import register_once
+
+DISTILL_KEYS = ('teacher_taps', 'student_taps', 'adapter', 'gate', 'teacher_check', 'teacher_check_images',
+                'dry_run_size')
+DEFAULT_ADAPTER = {'type': 'FACDAdapter', 'kind': 'conv1x1'}
+
+
+def distill_options(opt: dict) -> dict:
+    """``opt['distill']`` with unknown keys rejected (a typo must not silently fall back to a default)."""
+    distill = opt.get('distill') or {}
+    unknown = sorted(set(distill) - set(DISTILL_KEYS))
+    if unknown:
+        raise KeyError(f'distill: unknown option(s) {unknown}. Known: {", ".join(DISTILL_KEYS)}')
+    return distill
+
+
+@register_once(MODEL_REGISTRY)
+class FACDModel(SRModel):
+    """SRModel whose student learns from a frozen teacher: pixel + gated output KD + gated feature loss.
+
+    The teacher is built only in training (test option files need no ``network_t``), moved to the device without
+    DDP, frozen, run without autograd, never saved. DR adapters are trained with the student and saved to
+    ``models/net_adapter_<iter>.pth`` together with the teacher's identity, which a resume uses to reload exactly
+    the same teacher whatever BasicSR's ``check_resume`` did to ``path.pretrain_network_t`` / ``param_key_t``.
+    The saved ``net_g`` is a plain BasicSR network.
+    """
+
+    # ------------------------------------------------------------------ set-up
+    def init_training_settings(self) -> None:
+        self.distill_opt = distill_options(self.opt)
+        train_opt = self.opt['train']
+        self.cri_kd = build_loss(train_opt['kd_opt']).to(self.device) if train_opt.get('kd_opt') else None
+        self.cri_feat = build_loss(train_opt['feature_opt']).to(self.device) if train_opt.get('feature_opt') else None
+        self.gate = AdaptiveGate(**(self.distill_opt.get('gate') or {}))
+        resume = self._read_resume_record()
+        self.net_t = self._build_teacher(resume.get('teacher'))
+        self.teacher_taps = self.student_taps = None
+        self.net_adapter = None
+        if self.cri_feat is not None:
+            self._build_taps_and_adapters()
+            self.cri_feat.validate_batch_size(self._batch_size())
+        else:
+            self._dry_run()
+        if resume.get('params') is not None and self.net_adapter is not None:
+            load_strictly(self.get_bare_model(self.net_adapter), resume['params'], True, 'net_adapter (resume)')
+        if self.distill_opt.get('teacher_check', True) and not resume:
+            self._check_teacher()
+        super().init_training_settings()
+
+    def _read_resume_record(self) -> dict:
+        """``{'teacher': ..., 'params': ...}`` saved next to the checkpoint being resumed; {} when not resuming."""
+        state_path = self.opt['path'].get('resume_state')
+        if not state_path:
+            return {}
+        resume_iter = torch.load(state_path, map_location='cpu', weights_only=False)['iter']
+        record_path = osp.join(self.opt['path']['models'], f'net_adapter_{resume_iter}.pth')
+        if not osp.isfile(record_path):
+            raise FileNotFoundError(f'cannot resume FACD from {state_path}: {record_path} (adapters and teacher '
+                                    'identity) is missing')
+        return torch.load(record_path, map_location='cpu', weights_only=True)
+
+    def _build_teacher(self, record: Optional[dict]) -> torch.nn.Module:
+        if 'network_t' not in self.opt:
+            raise KeyError('FACDModel needs network_t (the teacher architecture) in the option file')
+        path_opt = self.opt['path']
+        if record is None:
+            record = {
+                'path': path_opt.get('pretrain_network_t'),
+                'param_key': path_opt.get('param_key_t', 'params'),
+                'strict': path_opt.get('strict_load_t', True)
+            }
+        net_t = build_network(self.opt['network_t'])
+        state = read_state_dict(record['path'], record['param_key'], 'path.pretrain_network_t')
+        load_strictly(net_t, state, record['strict'], 'path.pretrain_network_t')
+        weights_id = fingerprint(net_t)
+        if record.get('sha256', weights_id) != weights_id:
+            raise ValueError(f'the teacher file {record["path"]} changed since this experiment started: its weights '
+                             'differ from the ones the saved students were distilled from')
+        self.teacher_record = dict(record, sha256=weights_id)
+        get_root_logger().info(f'Teacher {type(net_t).__name__} loaded from {record["path"]} '
+                               f'[{record["param_key"]}], weights sha256 {weights_id[:12]}')
+        net_t = net_t.to(self.device).eval().requires_grad_(False)
+        return net_t
+
+    def _batch_size(self) -> int:
+        train_set = self.opt.get('datasets', {}).get('train', {})
+        return int(train_set.get('batch_size_per_gpu', 2))
+
+    def _tap_paths(self) -> tuple:
+        teacher = list(self.distill_opt.get('teacher_taps') or [])
+        student = list(self.distill_opt.get('student_taps') or [])
+        if not teacher or not student:
+            raise KeyError('train.feature_opt is set, so distill.teacher_taps and distill.student_taps are needed')
+        if len(teacher) != len(student):
+            raise ValueError(f'distill.teacher_taps has {len(teacher)} paths but distill.student_taps has '
+                             f'{len(student)}: they pair up one to one')
+        return teacher, student
+
+    def _build_taps_and_adapters(self) -> None:
+        teacher_paths, student_paths = self._tap_paths()
+        self.teacher_taps = FeatureTaps(self.net_t, teacher_paths, 'distill.teacher_taps')
+        self.student_taps = FeatureTaps(self.get_bare_model(self.net_g), student_paths, 'distill.student_taps')
+        feats_t, feats_s = self._dry_run()
+        for j, (ft, fs) in enumerate(zip(feats_t, feats_s)):
+            if ft.shape[-2:] != fs.shape[-2:]:
+                raise ValueError(f'tap {j}: teacher {teacher_paths[j]} gives {tuple(ft.shape[-2:])} maps but student '
+                                 f'{student_paths[j]} gives {tuple(fs.shape[-2:])}; taps must share a spatial size')
+        if not getattr(self.cri_feat, 'uses_adapter', True):
+            return
+        adapter_opt = dict(self.distill_opt.get('adapter') or DEFAULT_ADAPTER)
+        adapters = []
+        for ft, fs in zip(feats_t, feats_s):
+            adapters.append(build_network(dict(adapter_opt, in_channels=fs.shape[1], out_channels=ft.shape[1])))
+        self.net_adapter = self.model_to_device(FACDAdapterBank(adapters))
+        self.net_adapter.train()
+
+    @torch.no_grad()
+    def _dry_run(self) -> tuple:
+        """Run teacher and student once on a small random input: check scales, return the tapped maps."""
+        size = int(self.distill_opt.get('dry_run_size', 16))
+        num_in_ch = int(self.opt['network_g'].get('num_in_ch', 3))
+        lq = torch.rand(2, num_in_ch, size, size, device=self.device)
+        net_g = self.get_bare_model(self.net_g)
+        was_training = net_g.training
+        net_g.eval()
+        with self._recording():
+            out_t, out_s = self.net_t(lq), net_g(lq)
+            feats = (self.teacher_taps.pop(), self.student_taps.pop()) if self.teacher_taps else ((), ())
+        net_g.train(was_training)
+        self._compare_scales(out_t.shape[-1] / size, out_s.shape[-1] / size)
+        return feats
+
+    def _compare_scales(self, teacher_scale: float, student_scale: float) -> None:
+        expected = self.opt.get('scale')
+        if teacher_scale != student_scale:
+            raise ValueError(f'teacher and student scales differ: network_t upscales x{teacher_scale:g}, '
+                             f'network_g x{student_scale:g}')
+        if expected is not None and student_scale != expected:
+            raise ValueError(f'network_g and network_t upscale x{student_scale:g} but the option scale is {expected}')
+
+    def _check_teacher(self) -> None:
+        from facd_basicsr.utils.teacher_check import check_teacher
+        check_teacher(self.net_t, self.opt, num_images=int(self.distill_opt.get('teacher_check_images', 2)))
+
+    def setup_optimizers(self) -> None:
+        """One optimizer over the student and the adapters (adapters get the student's learning rate)."""
+        train_opt = self.opt['train']
+        params = [p for p in self.net_g.parameters() if p.requires_grad]
+        if self.net_adapter is not None:
+            params += list(self.net_adapter.parameters())
+        optim_opt = dict(train_opt['optim_g'])
+        optim_type = optim_opt.pop('type')
+        self.optimizer_g = self.get_optimizer(optim_type, params, **optim_opt)
+        self.optimizers.append(self.optimizer_g)
+
+    # ------------------------------------------------------------------ training step
+    @contextmanager
+    def _recording(self):
+        taps = [t for t in (self.teacher_taps, self.student_taps) if t is not None]
+        for tap in taps:
+            tap.recording = True
+        try:
+            yield
+        finally:
+            for tap in taps:
+                tap.recording = False
+
+    def optimize_parameters(self, current_iter: int) -> None:
+        self.optimizer_g.zero_grad()
+        with self._recording():
+            with torch.no_grad():
+                sr_t = self.net_t(self.lq)
+            self.output = self.net_g(self.lq)
+        loss_dict = OrderedDict()
+        l_total = self.cri_pix(self.output, self.gt) if self.cri_pix else self.output.new_zeros(())
+        loss_dict['l_pix'] = l_total.detach() if self.cri_pix else None
+        gate = self.gate(self.output, sr_t, self.gt)
+        loss_dict['gate_on'] = gate.mean()
+        if self.cri_kd is not None:
+            l_kd = self._kd_loss(sr_t, gate)
+            l_total = l_total + l_kd
+            loss_dict['l_kd'] = l_kd
+        if self.cri_feat is not None:
+            l_feat, terms = self._feature_loss(gate)
+            l_total = l_total + l_feat
+            loss_dict['l_feat'] = l_feat
+            loss_dict.update(terms)
+        l_total.backward()
+        self.optimizer_g.step()
+        self.log_dict = self.reduce_loss_dict(OrderedDict((k, v) for k, v in loss_dict.items() if v is not None))
+        if self.ema_decay > 0:
+            self.model_ema(decay=self.ema_decay)
+
+    def _kd_loss(self, sr_t: torch.Tensor, gate: torch.Tensor) -> torch.Tensor:
+        """Gated output KD: with L1/MSE criteria, masking both sides gives (1/N) sum_i g_i L(SR^S_i, SR^T_i)."""
+        if self.gate.always_on:
+            return self.cri_kd(self.output, sr_t)
+        mask = gate.view(-1, 1, 1, 1)
+        return self.cri_kd(self.output * mask, sr_t * mask)
+
+    def _feature_loss(self, gate: torch.Tensor) -> tuple:
+        feats_t = self.teacher_taps.pop()
+        feats_s = self.student_taps.pop()
+        if self.net_adapter is not None:
+            feats_s = self.net_adapter(feats_s)
+        l_feat, terms = self.cri_feat(feats_s, feats_t, weight=None if self.gate.always_on else gate)
+        renamed: Dict[str, torch.Tensor] = OrderedDict()
+        for key, value in terms.items():
+            renamed[f'l_feat_{key}' if key.startswith('tap') else key] = value
+        return l_feat, renamed
+
+    # ------------------------------------------------------------------ checkpoints
+    def save(self, epoch: int, current_iter: int) -> None:
+        """Adapters and teacher identity first, then BasicSR's net_g (+ EMA) and training state."""
+        self._save_adapters(current_iter)
+        super().save(epoch, current_iter)
+
+    def _save_adapters(self, current_iter: int) -> None:
+        if self.opt.get('rank', 0) != 0:
+            return
+        label = 'latest' if current_iter == -1 else current_iter
+        params = {} if self.net_adapter is None else self.get_bare_model(self.net_adapter).state_dict()
+        record = {'params': {k: v.detach().cpu() for k, v in params.items()}, 'teacher': self.teacher_record}
+        path = osp.join(self.opt['path']['models'], f'net_adapter_{label}.pth')
+        torch.save(record, path + '.tmp')
+        os.replace(path + '.tmp', path)  # never leave a half-written file that a resume would trust

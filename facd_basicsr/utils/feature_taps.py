@@ -1,0 +1,88 @@
+"""Feature taps: capture intermediate feature maps of any network through forward hooks on module paths.
+
+No network is rewritten or subclassed, so every BasicSR architecture works as teacher or student. Paths are resolved
+when the taps are made, so a wrong path fails at start-up with the valid names, not at iteration 1000.
+"""
+import difflib
+from typing import List, Optional, Sequence
+
+import torch
+from torch import nn
+
+
+def resolve_module(net: nn.Module, path: str, option: str) -> nn.Module:
+    """``net.get_submodule(path)`` with an error that names ``option`` and lists close and valid module paths."""
+    names = [name for name, _ in net.named_modules() if name]
+    if path in names:
+        return net.get_submodule(path)
+    close = difflib.get_close_matches(path, names, n=5, cutoff=0.5)
+    top = [name for name in names if '.' not in name]
+    hint = f' Close matches: {", ".join(close)}.' if close else ''
+    raise ValueError(f'{option}: no module {path!r} in {type(net).__name__}.{hint} '
+                     f'Top-level modules: {", ".join(top)} (nest with dots, e.g. {top[0]}.0).')
+
+
+def as_feature_map(output, inputs) -> torch.Tensor:
+    """A hooked module output as a (N, C, H, W) tensor.
+
+    Tuples give their first tensor. Token sequences (N, H*W, C), as SwinIR's layers return them with their input
+    ``x_size = (H, W)``, are folded back into maps.
+    """
+    if isinstance(output, (tuple, list)):
+        output = next(v for v in output if torch.is_tensor(v))
+    if output.dim() == 4:
+        return output
+    if output.dim() == 3:
+        size = next((v for v in inputs if isinstance(v, (tuple, list, torch.Size)) and len(v) == 2), None)
+        if size is not None and size[0] * size[1] == output.shape[1]:
+            n, _, c = output.shape
+            return output.transpose(1, 2).reshape(n, c, int(size[0]), int(size[1]))
+    raise ValueError(f'a tapped module returned a tensor of shape {tuple(output.shape)}; '
+                     'taps need (N, C, H, W) maps or (N, H*W, C) tokens with an (H, W) input')
+
+
+class FeatureTaps:
+    """Forward hooks that record the outputs of ``paths`` in ``net``, in order.
+
+    The recorded maps are copies: BasicSR's EDSR and RCAN add the global skip in place (``res += x``) onto the
+    output of ``conv_after_body``, which would otherwise change the stored tensor after the hook ran.
+
+    Args:
+        net (nn.Module): the bare network (not a DDP wrapper).
+        paths (Sequence[str]): module paths such as ``body.4`` or ``conv_after_body``.
+        option (str): the option name used in error messages, e.g. ``distill.student_taps``.
+    """
+
+    def __init__(self, net: nn.Module, paths: Sequence[str], option: str) -> None:
+        self.paths = list(paths)
+        self.option = option
+        self.recording = False  # hooks store maps only while True (not during validation or EMA forwards)
+        self._features: List[Optional[torch.Tensor]] = [None] * len(self.paths)
+        modules = [resolve_module(net, path, option) for path in self.paths]
+        self._handles = [module.register_forward_hook(self._make_hook(i)) for i, module in enumerate(modules)]
+
+    def _make_hook(self, index: int):
+
+        def hook(module, inputs, output):
+            if self.recording:
+                self._features[index] = as_feature_map(output, inputs).clone()
+
+        return hook
+
+    def pop(self) -> List[torch.Tensor]:
+        """The maps recorded by the last forward pass, in tap order; the store is cleared."""
+        missing = [path for path, feat in zip(self.paths, self._features) if feat is None]
+        if missing:
+            raise RuntimeError(f'{self.option}: {", ".join(missing)} did not run in the last forward pass')
+        feats, self._features = self._features, [None] * len(self.paths)
+        return feats
+
+    def clear(self) -> None:
+        self._features = [None] * len(self.paths)
+
+    def remove(self) -> None:
+        """Remove the hooks from the network."""
+        for handle in self._handles:
+            handle.remove()
+        self._handles = []
+        self.clear()
