@@ -1,0 +1,156 @@
+"""FACDModel: frozen teacher, gradients, gate, adapters in optimizer/checkpoint, resume equality, taps."""
+import os
+import os.path as osp
+
+import pytest
+import torch
+from basicsr.archs import build_network
+from basicsr.models import build_model
+from basicsr.utils.misc import check_resume
+
+from facd_basicsr.utils.checkpoint import fingerprint
+
+from model_helpers import STUDENT, make_opt, photo_batches, save_teacher
+
+CONTRASTIVE = {'type': 'FACDContrastiveLoss', 'loss_weight': 0.1}
+FD = {'type': 'FeatureDistillLoss', 'loss_weight': 0.1}
+
+
+def build(opt):
+    torch.manual_seed(0)
+    os.makedirs(opt['path']['models'], exist_ok=True)
+    os.makedirs(opt['path']['training_states'], exist_ok=True)
+    return build_model(opt)
+
+
+def step(model, batch, it=1):
+    model.feed_data(batch)
+    model.optimize_parameters(it)
+    return model.get_current_log()
+
+
+def test_teacher_frozen_and_gradients_reach_student_and_adapters(tmp_path):
+    model = build(make_opt(tmp_path, CONTRASTIVE))
+    teacher_before = {k: v.clone() for k, v in model.net_t.state_dict().items()}
+    for i, batch in enumerate(photo_batches(3)):
+        step(model, batch, i + 1)
+    assert all(not p.requires_grad and p.grad is None for p in model.net_t.parameters())
+    assert all(torch.equal(v, teacher_before[k]) for k, v in model.net_t.state_dict().items())
+    assert not model.net_t.training
+    for net in (model.net_g, model.net_adapter):
+        grads = [p.grad for p in net.parameters()]
+        assert all(g is not None for g in grads)
+        assert all(g.abs().sum() > 0 for g in grads)
+
+
+def test_adapters_are_optimised_and_inferred_from_a_dry_run(tmp_path):
+    model = build(make_opt(tmp_path, CONTRASTIVE))
+    in_out = [(a.body.in_channels, a.body.out_channels) for a in model.net_adapter.adapters]
+    assert in_out == [(4, 8), (4, 8), (4, 8)]
+    optimised = {id(p) for group in model.optimizer_g.param_groups for p in group['params']}
+    assert {id(p) for p in model.net_adapter.parameters()} <= optimised
+    assert {id(p) for p in model.net_g.parameters()} <= optimised
+    before = [p.clone() for p in model.net_adapter.parameters()]
+    step(model, photo_batches(1)[0])
+    assert any(not torch.equal(b, p) for b, p in zip(before, model.net_adapter.parameters()))
+
+
+def test_total_loss_decreases(tmp_path):
+    model = build(make_opt(tmp_path, FD))
+    batch = photo_batches(1, batch_size=4)[0]
+    logs = [step(model, batch, i + 1) for i in range(40)]
+    total = [log['l_pix'] + log['l_kd'] + log['l_feat'] for log in logs]
+    assert sum(total[-5:]) / 5 < 0.8 * sum(total[:5]) / 5
+
+
+def test_log_has_every_term(tmp_path):
+    log = step(build(make_opt(tmp_path, CONTRASTIVE, gate={'mode': 'teacher_better'})), photo_batches(1)[0])
+    expected = {'l_pix', 'l_kd', 'l_feat', 'l_feat_tap0', 'l_feat_tap1', 'l_feat_tap2', 'gate_on', 'd_pos', 'd_neg'}
+    assert expected <= set(log)
+    assert 0. <= log['gate_on'] <= 1.
+
+
+def test_gated_kd_is_the_mean_over_all_patches_of_gated_terms(tmp_path):
+    model = build(make_opt(tmp_path, None, gate={'mode': 'teacher_better'}))
+    model.output = torch.rand(3, 3, 8, 8)
+    sr_t = torch.rand(3, 3, 8, 8)
+    gate = torch.tensor([1., 0., 1.])
+    per_patch = (model.output - sr_t).abs().flatten(1).mean(1)
+    expected = 0.5 * (per_patch * gate).sum() / 3
+    assert torch.allclose(model._kd_loss(sr_t, gate), expected)
+
+
+def test_conv_after_body_tap_is_taken_before_the_inplace_global_skip(tmp_path):
+    model = build(make_opt(tmp_path, FD))
+    lq = photo_batches(1)[0]['lq']
+    with model._recording(), torch.no_grad():
+        model.net_t(lq)
+    tapped = model.teacher_taps.pop()[2]
+    net = model.net_t
+    with torch.no_grad():
+        x = net.conv_first((lq - net.mean) * net.img_range)
+        expected = net.conv_after_body(net.body(x))
+    assert torch.allclose(tapped, expected)
+    assert not torch.allclose(tapped, expected + x)
+
+
+def test_hooks_store_nothing_outside_training_steps(tmp_path):
+    model = build(make_opt(tmp_path, FD))
+    model.feed_data(photo_batches(1)[0])
+    model.test()
+    with pytest.raises(RuntimeError, match='did not run'):
+        model.student_taps.pop()
+
+
+def test_checkpoint_holds_a_plain_student_and_the_adapters(tmp_path):
+    opt = make_opt(tmp_path, CONTRASTIVE)
+    model = build(opt)
+    step(model, photo_batches(1)[0])
+    model.save(0, 1)
+    net_g_file = torch.load(osp.join(opt['path']['models'], 'net_g_1.pth'), weights_only=True)
+    plain = build_network(STUDENT)
+    plain.load_state_dict(net_g_file['params'], strict=True)
+    adapters = torch.load(osp.join(opt['path']['models'], 'net_adapter_1.pth'), weights_only=True)
+    assert set(adapters['params']) == set(model.net_adapter.state_dict())
+    assert adapters['teacher']['sha256'] == fingerprint(model.net_t)
+    assert not any(name.startswith('net_t') for name in os.listdir(opt['path']['models']))
+
+
+def _weights(model):
+    nets = {'g': model.net_g, 'adapter': model.net_adapter}
+    return {f'{n}.{k}': v.clone() for n, net in nets.items() for k, v in net.state_dict().items()}
+
+
+def test_resume_equals_straight_run_and_keeps_the_teacher(tmp_path):
+    """4 steps straight == 2 steps, save, resume (with BasicSR's check_resume rewrites), 2 steps."""
+    teacher_file = osp.join(str(tmp_path), 'teacher.pth')
+    ema_teacher = save_teacher(teacher_file, seed=0, param_key='params_ema', extra_keys=('params', ))
+    batches = photo_batches(4)
+
+    teacher_path = {'pretrain_network_t': teacher_file, 'param_key_t': 'params_ema'}
+    straight = build(make_opt(tmp_path / 'a', CONTRASTIVE, path=teacher_path))
+    for i, batch in enumerate(batches):
+        step(straight, batch, i + 1)
+
+    opt = make_opt(tmp_path / 'b', CONTRASTIVE, path=teacher_path)
+    first = build(opt)
+    for i, batch in enumerate(batches[:2]):
+        step(first, batch, i + 1)
+    first.save(0, 2)
+
+    state_file = osp.join(opt['path']['training_states'], '2.state')
+    resumed_opt = make_opt(tmp_path / 'b', CONTRASTIVE, path=dict(teacher_path, resume_state=state_file))
+    state = torch.load(state_file, weights_only=False)
+    check_resume(resumed_opt, state['iter'])  # what BasicSR does before building the model
+    assert resumed_opt['path']['param_key_t'] == 'params'
+    assert resumed_opt['path']['pretrain_network_t'].endswith('net_t_2.pth')
+    resumed = build(resumed_opt)
+    resumed.resume_training(state)
+    assert all(torch.equal(v, ema_teacher[k]) for k, v in resumed.net_t.state_dict().items())
+    for i, batch in enumerate(batches[2:]):
+        step(resumed, batch, i + 3)
+
+    expected, got = _weights(straight), _weights(resumed)
+    assert expected.keys() == got.keys()
+    for key in expected:
+        assert torch.allclose(expected[key], got[key], atol=1e-6), key
