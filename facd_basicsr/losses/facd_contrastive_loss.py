@@ -1,0 +1,179 @@
+"""FACD's feature-domain contrastive loss: adapted student features against teacher features of the same patch
+(positive) and of other patches in the batch (negatives)."""
+from typing import Dict, Optional, Sequence, Tuple
+
+from basicsr.utils.registry import LOSS_REGISTRY
+from torch import Tensor, nn
+
+from facd_basicsr.losses.feature_loss_util import (ShiftedChannelDot, ShiftedL1Mean, channel_normalize, check_choice,
+                                                   check_features, check_number, check_tap_weights, reduce_taps,
+                                                   resolve_tap_weights, shifted_mean)
+from facd_basicsr.utils.registry import register_once
+
+_FORMS = ('ratio', 'infonce')
+_DISTANCES = ('l1', 'l2', 'cosine')
+
+
+def _per_sample_mean(x: Tensor) -> Tensor:
+    """Mean over every dimension but the first: (B, ...) -> (B, )."""
+    return x.flatten(1).mean(1)
+
+
+def _ratio_distances(anchor: Tensor, teacher: Tensor, distance: str, num_negatives: int,
+                     eps: float) -> Tuple[Tensor, Tensor]:
+    """``d(a_i, t_i)`` and ``(1/K) sum_s d(a_i, t_{(i+s) mod B})``, both (B, ), in O(B*C*H*W) saved memory.
+
+    l2 and cosine use exact decompositions around the teacher mean ``m_i = (1/K) sum_s t_{(i+s) mod B}`` (no grad);
+    l1 uses :class:`ShiftedL1Mean`, which recomputes each shift in backward.
+    """
+    if distance == 'l1':
+        return _per_sample_mean((anchor - teacher).abs()), ShiftedL1Mean.apply(anchor, teacher, num_negatives)
+    if distance == 'l2':
+        # mean_s ||a - t_s||^2 = ||a||^2 - 2 <a, m> + mean_s ||t_s||^2   (sums over C, H, W; then / (C*H*W))
+        d_pos = _per_sample_mean((anchor - teacher).pow(2))
+        flat_a, size = anchor.flatten(1), anchor[0].numel()
+        teacher_sq = shifted_mean(teacher.flatten(1).pow(2).sum(1), num_negatives)
+        mean_t = shifted_mean(teacher, num_negatives).flatten(1)
+        d_neg = (flat_a.pow(2).sum(1) - 2 * (flat_a * mean_t).sum(1) + teacher_sq) / size
+        return d_pos, d_neg.clamp_min(0)
+    if distance == 'cosine':
+        # mean_s (1 - mean_hw <a^, t^_s>) = 1 - mean_hw <a^, mean_s t^_s>   (a^: unit C-vector per position)
+        a_hat, t_hat = channel_normalize(anchor, eps), channel_normalize(teacher, eps)
+        d_pos = 1 - _per_sample_mean((a_hat * t_hat).sum(1))
+        d_neg = 1 - _per_sample_mean((a_hat * shifted_mean(t_hat, num_negatives)).sum(1))
+        return d_pos, d_neg
+    raise ValueError(f'Unsupported distance {distance!r}. Supported: {", ".join(_DISTANCES)}.')
+
+
+@register_once(LOSS_REGISTRY)
+class FACDContrastiveLoss(nn.Module):
+    """Feature-domain contrastive distillation loss of FACD, with in-batch teacher negatives.
+
+    Paper: Moon et al., "Feature-domain Adaptive Contrastive Distillation for Efficient Single Image
+    Super-Resolution", IEEE Access 11, 2023 (arXiv 2211.15951).
+
+    For sample i and tap j, anchor ``a = F^S_ij`` (student feature after the DR adapter), positive ``t_i = F^T_ij``,
+    negatives ``t_k``: teacher features of the other patches ``k = (i + s) mod B``, ``s = 1..K`` at the same tap.
+
+    - ``form='ratio'`` (default): ``L_ij = d(a_i, t_i) / (mean_s d(a_i, t_{(i+s) mod B}) + eps)``.
+    - ``form='infonce'``: at every position, cosine similarities (over channels) of ``a_i`` with ``t_i`` and the K
+      negatives, divided by ``temperature``, cross-entropy with the positive as target, averaged over (H, W).
+
+    Distances d (ratio form): ``'l1'`` mean |u - v| over (C, H, W); ``'l2'`` mean (u - v)^2 over (C, H, W);
+    ``'cosine'`` 1 - mean over (H, W) of the cosine similarity of the C-vectors, each divided by (its norm + eps).
+
+    Reduction: ``loss = loss_weight * sum_j w_j * (1/B) * sum_i g_i * L_ij`` (divided by B, not by sum g).
+
+    OUR READING, not published: the FACD authors released no code and the paper text was not available to us; only
+    the abstract and the framework figure (anchor, positive, negative, d_pos, d_neg; no softmax drawn) are certain.
+    The ratio formula (the CSD / AECR-Net contrastive-regularisation form), the distances, the choice of teacher
+    features of other batch patches as negatives, the number K, ``normalize`` and the whole InfoNCE form are ours.
+
+    Memory is O(B*C*H*W) per tap for any K (InfoNCE adds O(B*K*H*W) logits); time is O(B*K*C*H*W).
+
+    Example (the key under ``train`` is read by FACDModel)::
+
+        feature_opt:
+          type: FACDContrastiveLoss
+          loss_weight: !!float 1e-2
+          tap_weights: ~          # one weight per tap, ~ = all 1.0
+          form: ratio             # ratio | infonce
+          distance: l1            # l1 | l2 | cosine  (ratio form only)
+          num_negatives: ~        # K, ~ = batch size - 1
+          temperature: 0.1        # infonce only
+          eps: !!float 1e-6
+          normalize: false        # unit C-vectors before the distance (ratio form)
+
+    Args:
+        loss_weight (float): Global factor of the loss. Default: 1.0.
+        tap_weights (Sequence[float] | None): Weight w_j of each tap; None gives 1.0 to every tap. Default: None.
+        form (str): 'ratio' | 'infonce'. Default: 'ratio'.
+        distance (str): 'l1' | 'l2' | 'cosine', used by the ratio form. Default: 'l1'.
+        num_negatives (int | None): K >= 1 in-batch negatives per anchor, must be < batch size; None means B - 1.
+            Default: None.
+        temperature (float): InfoNCE temperature tau > 0. Default: 0.1.
+        eps (float): > 0, added to the ratio's denominator and to the norms of the cosine. Default: 1e-6.
+        normalize (bool): Divide student and teacher C-vectors by their L2 norm (+ eps) at every position before the
+            ratio-form distance. Default: False.
+    """
+
+    uses_adapter = True
+
+    def __init__(self,
+                 loss_weight: float = 1.0,
+                 tap_weights: Optional[Sequence[float]] = None,
+                 form: str = 'ratio',
+                 distance: str = 'l1',
+                 num_negatives: Optional[int] = None,
+                 temperature: float = 0.1,
+                 eps: float = 1e-6,
+                 normalize: bool = False) -> None:
+        super().__init__()
+        self.loss_weight = check_number('loss_weight', loss_weight)
+        self.tap_weights = check_tap_weights(tap_weights)
+        self.form = check_choice('form', form, _FORMS)
+        self.distance = check_choice('distance', distance, _DISTANCES)
+        if num_negatives is not None and (isinstance(num_negatives, bool) or not isinstance(num_negatives, int)
+                                          or num_negatives < 1):
+            raise ValueError(
+                f'num_negatives must be an integer >= 1 or None (= batch size - 1), got {num_negatives!r}.')
+        self.num_negatives = num_negatives
+        self.temperature = check_number('temperature', temperature, strict=True)
+        self.eps = check_number('eps', eps, strict=True)
+        if not isinstance(normalize, bool):
+            raise ValueError(f'normalize must be true or false, got {normalize!r}.')
+        self.normalize = normalize
+
+    def extra_repr(self) -> str:
+        return (f'loss_weight={self.loss_weight}, tap_weights={self.tap_weights}, form={self.form!r}, '
+                f'distance={self.distance!r}, num_negatives={self.num_negatives}, temperature={self.temperature}, '
+                f'eps={self.eps}, normalize={self.normalize}')
+
+    def validate_batch_size(self, batch_size: int) -> None:
+        """Raise a ValueError when a batch of ``batch_size`` patches cannot supply the negatives."""
+        if batch_size < 2:
+            raise ValueError(f'FACDContrastiveLoss takes its negatives from the other patches of the batch: '
+                             f'batch_size_per_gpu must be >= 2, got {batch_size}.')
+        if self.num_negatives is not None and self.num_negatives >= batch_size:
+            raise ValueError(f'num_negatives (K={self.num_negatives}) must be < batch size ({batch_size}): each patch '
+                             f'has only {batch_size - 1} other patches. Lower num_negatives or set it to ~.')
+
+    def _tap_terms(self, anchor: Tensor, teacher: Tensor, num_negatives: int) -> Tuple[Tensor, Tensor, Tensor]:
+        """Per-sample loss, d_pos and mean negative distance at one tap, each of shape (B, )."""
+        teacher = teacher.detach()
+        if self.form == 'infonce':
+            a_hat, t_hat = channel_normalize(anchor, self.eps), channel_normalize(teacher, self.eps)
+            cos = ShiftedChannelDot.apply(a_hat, t_hat, num_negatives)  # (B, 1 + K, H, W), column 0 = positive
+            scaled = cos / self.temperature
+            loss = _per_sample_mean(scaled.logsumexp(1) - scaled[:, 0])
+            cos = cos.detach()
+            return loss, 1 - _per_sample_mean(cos[:, 0]), 1 - _per_sample_mean(cos[:, 1:])
+        if self.normalize:
+            anchor, teacher = channel_normalize(anchor, self.eps), channel_normalize(teacher, self.eps)
+        d_pos, d_neg = _ratio_distances(anchor, teacher, self.distance, num_negatives, self.eps)
+        return d_pos / (d_neg + self.eps), d_pos, d_neg
+
+    def forward(self,
+                student_feats: Sequence[Tensor],
+                teacher_feats: Sequence[Tensor],
+                weight: Optional[Tensor] = None) -> Tuple[Tensor, Dict[str, Tensor]]:
+        """Contrastive loss summed over taps.
+
+        Args:
+            student_feats (Sequence[Tensor]): adapted student features, one (B, C, H, W) map per tap.
+            teacher_feats (Sequence[Tensor]): teacher features of the same shapes; treated as constants.
+            weight (Tensor | None): per-sample gate g of shape (B, ) in [0, 1]; None means all ones.
+
+        Returns:
+            tuple[Tensor, dict]: the scalar loss, and detached logging terms ``tap{j}`` ((1/B) sum_i g_i L_ij),
+            ``d_pos`` and ``d_neg`` (means over taps and all samples, ungated).
+        """
+        batch = check_features(student_feats, teacher_feats, same_channels=True)
+        self.validate_batch_size(batch)
+        resolve_tap_weights(self.tap_weights, len(student_feats))  # fail before the work, not after
+        num_negatives = batch - 1 if self.num_negatives is None else self.num_negatives
+        per_tap = [self._tap_terms(s, t, num_negatives) for s, t in zip(student_feats, teacher_feats)]
+        loss, terms = reduce_taps([p[0] for p in per_tap], weight, self.tap_weights, self.loss_weight)
+        terms['d_pos'] = sum(p[1].detach().mean() for p in per_tap) / len(per_tap)
+        terms['d_neg'] = sum(p[2].detach().mean() for p in per_tap) / len(per_tap)
+        return loss, terms

@@ -1,0 +1,277 @@
+"""Feature-distillation losses: hand-computed values, naive references, gradients, memory, option checks."""
+import math
+
+import pytest
+import torch
+from basicsr.losses import build_loss
+
+from facd_basicsr.losses.facd_contrastive_loss import FACDContrastiveLoss
+from facd_basicsr.losses.fakd_affinity_loss import FAKDAffinityLoss, pooled_grid
+from facd_basicsr.losses.feature_distill_loss import FeatureDistillLoss
+from facd_basicsr.losses.feature_loss_util import ShiftedChannelDot, ShiftedL1Mean
+
+R2 = math.sqrt(0.5)  # 1 / sqrt(2)
+
+
+def vec(rows):
+    """(B, C) nested list -> (B, C, 1, 1) float64 tensor."""
+    return torch.tensor(rows, dtype=torch.float64)[:, :, None, None]
+
+
+# B = 3, C = 2, H = W = 1. Teacher sample 1 is the zero vector (cosine of a zero vector is 0 thanks to eps).
+A = [[1., 0.], [0., 1.], [2., 2.]]
+T = [[1., 1.], [0., 0.], [2., 0.]]
+GATE = torch.tensor([1., 0., 1.], dtype=torch.float64)
+
+
+def ratio(d_pos, d_neg, eps=1e-6):
+    return d_pos / (d_neg + eps)
+
+
+# Per-sample L_i by hand. l1: d_pos = (.5, .5, 1); K=2 mean negatives: i0 (|1-0|+0)/2=.5,(|1-2|+0)/2=.5 -> .5;
+# i1 vs t2 (2+1)/2, vs t0 (1+0)/2 -> 1; i2 vs t0 (1+1)/2, vs t1 (2+2)/2 -> 1.5.
+L1_K2 = [ratio(.5, .5), ratio(.5, 1.), ratio(1., 1.5)]
+# K=1 uses only t_{i+1}: i0 .5, i1 1.5, i2 1.
+L1_K1 = [ratio(.5, .5), ratio(.5, 1.5), ratio(1., 1.)]
+# l2: d_pos = (.5, .5, 2); negatives i0 (.5, .5) -> .5; i1 (2.5, .5) -> 1.5; i2 (1, 4) -> 2.5.
+L2_K2 = [ratio(.5, .5), ratio(.5, 1.5), ratio(2., 2.5)]
+# cosine: d_pos = (1 - R2, 1, 1 - R2); negatives i0 (1, 0) -> .5; i1 (1, 1 - R2); i2 (0, 1) -> .5.
+COS_K2 = [ratio(1 - R2, .5), ratio(1., (2 - R2) / 2), ratio(1 - R2, .5)]
+# normalize + l1: a^ = [1,0],[0,1],[R2,R2]; t^ = [R2,R2],[0,0],[1,0]; d_pos = (.5, .5, .5);
+# negatives i0 (.5, 0) -> .25; i1 (1, .5) -> .75; i2 (0, R2) -> R2 / 2.
+NORM_L1_K2 = [ratio(.5, .25), ratio(.5, .75), ratio(.5, R2 / 2)]
+
+
+@pytest.mark.parametrize('kwargs, per_sample', [
+    (dict(distance='l1'), L1_K2),
+    (dict(distance='l1', num_negatives=1), L1_K1),
+    (dict(distance='l2'), L2_K2),
+    (dict(distance='cosine'), COS_K2),
+    (dict(distance='l1', normalize=True), NORM_L1_K2),
+])
+def test_ratio_form_by_hand(kwargs, per_sample):
+    loss, terms = FACDContrastiveLoss(**kwargs)([vec(A)], [vec(T)], GATE)
+    expected = (per_sample[0] + per_sample[2]) / 3  # gate zeroes sample 1, still divided by B = 3
+    assert loss.item() == pytest.approx(expected, rel=1e-5)
+    assert terms['tap0'].item() == pytest.approx(expected, rel=1e-5)
+    loss_all, _ = FACDContrastiveLoss(**kwargs)([vec(A)], [vec(T)])
+    assert loss_all.item() == pytest.approx(sum(per_sample) / 3, rel=1e-5)
+
+
+def test_infonce_by_hand():
+    tau = 0.5
+    # cosines (a_i, t_k): i0 -> (R2, 0, 1); i1 -> (0, 0, R2); i2 -> (1, 0, R2). Positive k = i.
+    cos = [[R2, 0., 1.], [0., 0., R2], [1., 0., R2]]
+    ce = [math.log(sum(math.exp(c / tau) for c in row)) - row[i] / tau for i, row in enumerate(cos)]
+    loss, terms = FACDContrastiveLoss(form='infonce', temperature=tau)([vec(A)], [vec(T)], GATE)
+    assert loss.item() == pytest.approx((ce[0] + ce[2]) / 3, rel=1e-5)
+    assert terms['d_pos'].item() == pytest.approx((3 - 2 * R2) / 3, rel=1e-5)
+    d_neg = [(1 + 0) / 2, (1 + 1 - R2) / 2, (0 + 1) / 2]
+    assert terms['d_neg'].item() == pytest.approx(sum(d_neg) / 3, rel=1e-5)
+
+
+def test_tap_weights_loss_weight_and_terms():
+    # Tap 1 doubles every feature: l1 distances double, ratios stay the same.
+    loss_fn = FACDContrastiveLoss(loss_weight=2.0, tap_weights=[1.0, 0.5])
+    student = [vec(A).requires_grad_(), 2 * vec(A)]
+    loss, terms = loss_fn(student, [vec(T), 2 * vec(T)], GATE)
+    tap = (L1_K2[0] + L1_K2[2]) / 3
+    assert loss.item() == pytest.approx(2.0 * (tap + 0.5 * tap), rel=1e-5)
+    assert set(terms) == {'tap0', 'tap1', 'd_pos', 'd_neg'}
+    assert all(v.dim() == 0 and not v.requires_grad for v in terms.values())
+    assert terms['tap1'].item() == pytest.approx(tap, rel=1e-5)
+    assert terms['d_pos'].item() == pytest.approx(((.5 + .5 + 1) / 3 + (1 + 1 + 2) / 3) / 2)  # ungated
+    assert terms['d_neg'].item() == pytest.approx(((.5 + 1 + 1.5) / 3 + (1 + 2 + 3) / 3) / 2)
+
+
+def test_feature_distill_by_hand():
+    loss, terms = FeatureDistillLoss(criterion='l1')([vec(A)], [vec(T)], GATE)
+    assert loss.item() == pytest.approx((.5 + 1.) / 3)
+    assert terms['d_pos'].item() == pytest.approx(2 / 3)  # ungated mean of (.5, .5, 1)
+    loss, terms = FeatureDistillLoss(criterion='l2', loss_weight=0.5, tap_weights=[2.0])([vec(A)], [vec(T)])
+    assert loss.item() == pytest.approx(0.5 * 2.0 * (.5 + .5 + 2.) / 3)
+    assert set(terms) == {'tap0', 'd_pos'} and not terms['tap0'].requires_grad
+
+
+def test_fakd_by_hand_with_channel_mismatch():
+    # Student C=2, teacher C=3, H=1, W=2. Sample 0: student positions [1,0],[0,1] -> A^S = I; teacher [1,0,0],[1,1,0]
+    # -> A^T = [[1, R2], [R2, 1]] -> mean |diff| = R2 / 2. Sample 1: student [2,0],[1,1] -> A^S = A^T -> 0.
+    student = torch.tensor([[[[1., 0.]], [[0., 1.]]], [[[2., 1.]], [[0., 1.]]]], dtype=torch.float64)
+    teacher = torch.tensor([[[1., 1.]], [[0., 1.]], [[0., 0.]]], dtype=torch.float64).expand(2, 3, 1, 2)
+    gate = torch.tensor([0.5, 1.0], dtype=torch.float64)
+    loss, terms = FAKDAffinityLoss(loss_weight=3.0)([student], [teacher], gate)
+    assert loss.item() == pytest.approx(3.0 * 0.5 * (R2 / 2) / 2, rel=1e-5)
+    assert set(terms) == {'tap0'} and terms['tap0'].item() == pytest.approx(0.5 * (R2 / 2) / 2, rel=1e-5)
+    assert FAKDAffinityLoss.uses_adapter is False
+    assert FACDContrastiveLoss.uses_adapter and FeatureDistillLoss.uses_adapter
+
+
+@pytest.mark.parametrize('shape, grid', [((48, 48), (32, 32)), ((48, 64), (27, 37)), ((1, 5000), (1, 1024)),
+                                         ((100, 3), (100, 3)), ((33, 33), (32, 32))])
+def test_pooled_grid(shape, grid):
+    assert pooled_grid(*shape, 1024) == grid
+    assert pooled_grid(*shape, None) == shape
+
+
+def test_fakd_pools_large_maps():
+    torch.manual_seed(0)
+    student, teacher = torch.randn(2, 3, 4, 6), torch.randn(2, 5, 4, 6)
+    pooled, _ = FAKDAffinityLoss(max_positions=6)([student], [teacher])  # grid (2, 3)
+    pool = torch.nn.AdaptiveAvgPool2d((2, 3))
+    reference, _ = FAKDAffinityLoss(max_positions=None)([pool(student)], [pool(teacher)])
+    full, _ = FAKDAffinityLoss(max_positions=None)([student], [teacher])
+    torch.testing.assert_close(pooled, reference)
+    assert abs(pooled.item() - full.item()) > 1e-3
+
+
+def naive_contrastive(a, t, form, distance, k, eps=1e-6, tau=0.1):
+    """Explicit loop over samples and negatives (the reference the fast kernels must match)."""
+    batch = a.shape[0]
+
+    def unit(x):
+        return x / (x.norm(dim=0, keepdim=True) + eps)
+
+    def dist(u, v):
+        if distance == 'l1':
+            return (u - v).abs().mean()
+        if distance == 'l2':
+            return (u - v).pow(2).mean()
+        return 1 - (unit(u) * unit(v)).sum(0).mean()
+
+    out = []
+    for i in range(batch):
+        others = [t[(i + s) % batch] for s in range(1, k + 1)]
+        if form == 'ratio':
+            out.append(dist(a[i], t[i]) / (sum(dist(a[i], o) for o in others) / k + eps))
+        else:
+            logits = torch.stack([(unit(a[i]) * unit(o)).sum(0) for o in [t[i]] + others]) / tau
+            out.append((logits.logsumexp(0) - logits[0]).mean())
+    return torch.stack(out)
+
+
+@pytest.mark.parametrize('form, distance', [('ratio', 'l1'), ('ratio', 'l2'), ('ratio', 'cosine'), ('infonce', 'l1')])
+@pytest.mark.parametrize('num_negatives', [None, 1, 3])
+def test_matches_naive_reference_value_and_gradient(form, distance, num_negatives):
+    torch.manual_seed(1)
+    a = torch.randn(5, 3, 2, 3, dtype=torch.float64, requires_grad=True)
+    t = torch.randn(5, 3, 2, 3, dtype=torch.float64)
+    gate = torch.tensor([1., 0., 1., .5, 1.], dtype=torch.float64)
+    loss, _ = FACDContrastiveLoss(form=form, distance=distance, num_negatives=num_negatives)([a], [t], gate)
+    k = 4 if num_negatives is None else num_negatives
+    reference = (naive_contrastive(a, t, form, distance, k) * gate).sum() / 5
+    (grad, ), (grad_ref, ) = torch.autograd.grad(loss, a), torch.autograd.grad(reference, a)
+    torch.testing.assert_close(loss, reference, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(grad, grad_ref, rtol=1e-8, atol=1e-12)
+
+
+@pytest.mark.parametrize('function', [ShiftedL1Mean, ShiftedChannelDot])
+@pytest.mark.parametrize('num_negatives', [1, 3])
+def test_custom_functions_gradcheck(function, num_negatives):
+    torch.manual_seed(2)
+    a = torch.randn(4, 3, 2, 2, dtype=torch.float64, requires_grad=True)
+    t = torch.randn(4, 3, 2, 2, dtype=torch.float64)
+    assert torch.autograd.gradcheck(lambda x: function.apply(x, t, num_negatives), (a, ))
+
+
+@pytest.mark.parametrize('loss_fn', [
+    FACDContrastiveLoss(distance='l1'),
+    FACDContrastiveLoss(distance='l2', normalize=True),
+    FACDContrastiveLoss(distance='cosine'),
+    FACDContrastiveLoss(form='infonce'),
+    FeatureDistillLoss(),
+    FAKDAffinityLoss(max_positions=4),
+])
+def test_no_gradient_reaches_the_teacher(loss_fn):
+    torch.manual_seed(3)
+    student = [torch.randn(3, 4, 3, 3, requires_grad=True) for _ in range(2)]
+    teacher = [torch.randn(3, 4, 3, 3, requires_grad=True) for _ in range(2)]
+    loss, _ = loss_fn(student, teacher)
+    loss.backward()
+    assert all(t.grad is None for t in teacher)
+    assert all(s.grad is not None and s.grad.abs().sum() > 0 for s in student)
+
+
+def saved_bytes(fn):
+    """Bytes of the distinct storages autograd saves for backward while ``fn`` runs."""
+    storages = {}
+
+    def pack(x):
+        storages[x.untyped_storage().data_ptr()] = x.untyped_storage().nbytes()
+        return x
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda x: x):
+        fn()
+    return sum(storages.values())
+
+
+@pytest.mark.parametrize('kwargs, budget', [
+    (dict(distance='l1'), 4),
+    (dict(distance='l2'), 4),
+    (dict(distance='cosine'), 4),
+    (dict(form='infonce'), 4),
+    (dict(distance='l1', normalize=True), 5),
+])
+def test_saved_memory_does_not_grow_with_negatives(kwargs, budget):
+    torch.manual_seed(4)
+    a = torch.randn(8, 16, 12, 12, requires_grad=True)
+    t = torch.randn(8, 16, 12, 12)
+    one_map = a.numel() * a.element_size()
+
+    def naive():  # autograd through a loop over the 7 shifts keeps 7 difference maps
+        return sum((a - t.roll(-s, 0)).abs().mean() for s in range(1, 8))
+
+    assert saved_bytes(naive) > 6 * one_map  # the measurement sees the blow-up it guards against
+    assert saved_bytes(lambda: FACDContrastiveLoss(**kwargs)([a], [t])) < budget * one_map
+
+
+def test_batch_size_checks():
+    with pytest.raises(ValueError, match='batch_size'):
+        FACDContrastiveLoss().validate_batch_size(1)
+    with pytest.raises(ValueError, match='num_negatives'):
+        FACDContrastiveLoss(num_negatives=4).validate_batch_size(4)
+    FACDContrastiveLoss(num_negatives=3).validate_batch_size(4)
+    with pytest.raises(ValueError, match='batch_size'):
+        FACDContrastiveLoss()([torch.randn(1, 2, 2, 2)], [torch.randn(1, 2, 2, 2)])
+    with pytest.raises(ValueError, match='num_negatives'):
+        FACDContrastiveLoss(num_negatives=3)([torch.randn(3, 2, 2, 2)], [torch.randn(3, 2, 2, 2)])
+    for loss_fn in (FeatureDistillLoss(), FAKDAffinityLoss()):
+        loss_fn.validate_batch_size(1)
+        loss_fn([torch.randn(1, 2, 2, 2)], [torch.randn(1, 2, 2, 2)])
+
+
+@pytest.mark.parametrize('cls, kwargs, option', [
+    (FACDContrastiveLoss, dict(distance='l3'), 'distance'),
+    (FACDContrastiveLoss, dict(form='nce'), 'form'),
+    (FACDContrastiveLoss, dict(num_negatives=0), 'num_negatives'),
+    (FACDContrastiveLoss, dict(temperature=0.0), 'temperature'),
+    (FACDContrastiveLoss, dict(eps='1e-6'), 'eps'),
+    (FACDContrastiveLoss, dict(normalize='yes'), 'normalize'),
+    (FACDContrastiveLoss, dict(loss_weight=-1.0), 'loss_weight'),
+    (FeatureDistillLoss, dict(criterion='l3'), 'criterion'),
+    (FeatureDistillLoss, dict(tap_weights=[]), 'tap_weights'),
+    (FAKDAffinityLoss, dict(max_positions=0), 'max_positions'),
+])
+def test_bad_options_raise_naming_the_option(cls, kwargs, option):
+    with pytest.raises(ValueError, match=option):
+        cls(**kwargs)
+
+
+@pytest.mark.parametrize('cls', [FACDContrastiveLoss, FeatureDistillLoss, FAKDAffinityLoss])
+def test_bad_inputs_raise(cls):
+    feats = [torch.randn(3, 2, 2, 2) for _ in range(3)]
+    with pytest.raises(ValueError, match='tap_weights'):
+        cls(tap_weights=[1.0, 1.0])(feats, feats)
+    with pytest.raises(ValueError, match='weight'):
+        cls()(feats, feats, torch.ones(3, 1))
+    with pytest.raises(ValueError, match='equal length'):
+        cls()(feats, feats[:2])
+    with pytest.raises(ValueError, match='tap 0'):
+        cls()([torch.randn(3, 2, 2, 3)], [torch.randn(3, 2, 2, 2)])
+
+
+def test_built_from_options_like_basicsr():
+    loss_fn = build_loss({'type': 'FACDContrastiveLoss', 'loss_weight': 0.01, 'form': 'infonce', 'num_negatives': 2})
+    assert isinstance(loss_fn, FACDContrastiveLoss) and loss_fn.num_negatives == 2
+    assert isinstance(build_loss({'type': 'FAKDAffinityLoss', 'max_positions': None}), FAKDAffinityLoss)
+    with pytest.raises(TypeError):
+        build_loss({'type': 'FeatureDistillLoss', 'citerion': 'l2'})  # misspelled key fails at build time
