@@ -1,0 +1,182 @@
+"""facd-eval: pairing, LR made from HR, hand-computed PSNR-Y, x8 self-ensemble, published numbers, CSV/markdown."""
+import csv
+import os.path as osp
+
+import cv2
+import numpy as np
+import pytest
+import torch
+import yaml
+from basicsr.archs.edsr_arch import EDSR
+from basicsr.archs.rcan_arch import RCAN
+from torch import nn
+
+from facd_basicsr.tools.common import img_to_tensor, self_ensemble, tensor_to_img
+from facd_basicsr.tools.evaluate import main, match_pairs
+from facd_basicsr.tools.published import published_rows
+from facd_basicsr.utils.sample_data import bicubic_lr, load_photo, make_gt
+
+from conftest import REPO_ROOT, run_python
+
+TINY_EDSR = {'type': 'EDSR', 'num_in_ch': 3, 'num_out_ch': 3, 'num_feat': 8, 'num_block': 1, 'upscale': 2}
+
+
+def _save_hr_lr(set_dir, photos, size, lr_names=None):
+    """HR PNGs (square ``size``) of ``photos`` and, with ``lr_names``, their bicubic x2 LR under LR_bicubic/X2."""
+    hrs = {}
+    for i, photo in enumerate(photos):
+        hr = make_gt(load_photo(photo), 2, size)
+        hrs[photo] = hr
+        (set_dir / 'HR').mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(set_dir / 'HR' / f'{photo}.png'), hr)
+        if lr_names is not None:
+            (set_dir / 'LR_bicubic' / 'X2').mkdir(parents=True, exist_ok=True)
+            cv2.imwrite(str(set_dir / 'LR_bicubic' / 'X2' / lr_names[i]), bicubic_lr(hr, 2))
+    return hrs
+
+
+@pytest.fixture(scope='module')
+def bench(tmp_path_factory):
+    """Set5 with LR files (one named with the x2 suffix), Urban100 with the same HR and no LR folder; tiny EDSR."""
+    root = tmp_path_factory.mktemp('bench')
+    hrs = _save_hr_lr(root / 'Set5', ['astronaut', 'chelsea'], 40, ['astronautx2.png', 'chelsea.png'])
+    _save_hr_lr(root / 'Urban100', ['astronaut', 'chelsea'], 40)
+    torch.manual_seed(0)
+    net = EDSR(**{k: v for k, v in TINY_EDSR.items() if k != 'type'})
+    ema = {k: v + 0.01 for k, v in net.state_dict().items()}
+    torch.save({'params': net.state_dict(), 'params_ema': ema}, root / 'net_g.pth')
+    (root / 'train.yml').write_text(yaml.safe_dump({'name': 'tiny', 'network_g': TINY_EDSR}))
+    net.load_state_dict(ema)
+    return {'root': root, 'hrs': hrs, 'net': net.eval()}
+
+
+def _psnr_y_by_hand(sr, hr, crop):
+    """PSNR on the ITU-R BT.601 luma of uint8 BGR images, borders of ``crop`` pixels removed."""
+
+    def luma(img):
+        img = img.astype(np.float64) / 255.
+        return 16. + 65.481 * img[..., 2] + 128.553 * img[..., 1] + 24.966 * img[..., 0]
+
+    diff = (luma(sr) - luma(hr))[crop:-crop, crop:-crop]
+    return 10 * np.log10(255.**2 / np.mean(diff**2))
+
+
+def test_eval_reports_hand_computed_psnr_and_writes_csv(bench, tmp_path, capsys):
+    out = tmp_path / 'out'
+    code = main([
+        '--opt',
+        str(bench['root'] / 'train.yml'), '--ckpt',
+        str(bench['root'] / 'net_g.pth'), '--data-root',
+        str(bench['root']), '--out-dir',
+        str(out), '--device', 'cpu', '--save-sr'
+    ])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert 'param key: params_ema' in printed and 'Published' not in printed
+    with open(out / 'per_image.csv') as f:
+        per_image = list(csv.DictReader(f))
+    assert [(r['set'], r['image']) for r in per_image] == [('Set5', 'astronaut'), ('Set5', 'chelsea'),
+                                                           ('Urban100', 'astronaut'), ('Urban100', 'chelsea')]
+    hr = bench['hrs']['chelsea']
+    with torch.no_grad():
+        sr = tensor_to_img(bench['net'](img_to_tensor(bicubic_lr(hr, 2), torch.device('cpu'))))
+    assert np.array_equal(cv2.imread(str(out / 'Set5' / 'chelsea.png')), sr)
+    assert float(per_image[1]['psnr']) == pytest.approx(_psnr_y_by_hand(sr, hr, 2), abs=1e-6)
+    # Urban100 has no LR folder: LR made from HR by the same MATLAB bicubic gives the same numbers.
+    assert [r['psnr'] for r in per_image[:2]] == [r['psnr'] for r in per_image[2:]]
+    with open(out / 'summary.csv') as f:
+        summary = list(csv.DictReader(f))
+    assert [(r['set'], r['images'], r['lr']) for r in summary] == [('Set5', '2', 'files'),
+                                                                   ('Urban100', '2', 'bicubic from HR')]
+    assert float(summary[0]['psnr']) == pytest.approx(np.mean([float(r['psnr']) for r in per_image[:2]]))
+    assert '| Set5 | x2 | 2 | files |' in (out / 'summary.md').read_text()
+
+
+def test_eval_param_key_and_scale_checks(bench, capsys):
+    base = [
+        '--arch-yaml',
+        str(bench['root'] / 'arch.yml'), '--ckpt',
+        str(bench['root'] / 'net_g.pth'), '--data-root',
+        str(bench['root']), '--sets', 'Set5', '--device', 'cpu'
+    ]
+    (bench['root'] / 'arch.yml').write_text(yaml.safe_dump(TINY_EDSR))
+    assert main(base + ['--param-key', 'params']) == 0
+    assert 'param key: params)' in capsys.readouterr().out
+    assert main(base + ['--param-key', 'nope']) == 2
+    assert "'nope' not found" in capsys.readouterr().err
+    assert main(base + ['--scale', '3']) == 2
+    assert 'up-scales x2' in capsys.readouterr().err
+
+
+def test_match_pairs_strips_scale_suffix_and_names_missing(tmp_path):
+    lr_dir = tmp_path / 'lr'
+    lr_dir.mkdir()
+    for name in ('babyx4.png', 'bird_x4.png', 'butterfly.png', 'butterflyx4.png'):
+        cv2.imwrite(str(lr_dir / name), np.zeros((2, 2, 3), np.uint8))
+    hr = [str(tmp_path / n) for n in ('baby.png', 'bird.png', 'butterfly.png')]
+    pairs = match_pairs(hr, str(lr_dir), 4)
+    assert [osp.basename(lr) for _, lr in pairs] == ['babyx4.png', 'bird_x4.png', 'butterfly.png']
+    with pytest.raises(FileNotFoundError, match='head.png'):
+        match_pairs(hr + [str(tmp_path / 'head.png')], str(lr_dir), 4)
+
+
+def test_self_ensemble_of_equivariant_net_equals_plain_output():
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 3, 1), nn.Upsample(scale_factor=2, mode='nearest'))
+    x = torch.rand(1, 3, 7, 10)
+    with torch.no_grad():
+        torch.testing.assert_close(self_ensemble(net, x), net(x), atol=1e-6, rtol=0)
+
+
+def _dihedral_numpy(a, flip, turns):
+    return np.rot90(np.flip(a, -1) if flip else a, turns, axes=(-2, -1))
+
+
+def test_self_ensemble_inverts_each_transform_for_a_non_equivariant_net():
+    """Reference: each output mapped back by scattering through the transformed index grid (no inverse formula)."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 12, 3, padding=1), nn.PixelShuffle(2))
+    x = torch.rand(1, 3, 5, 8)
+    with torch.no_grad():
+        ours = self_ensemble(net, x).numpy()
+        plain = net(x).numpy()
+        index = np.arange(10 * 16).reshape(10, 16)
+        total = np.zeros_like(plain)
+        for flip in (False, True):
+            for turns in range(4):
+                xt = torch.from_numpy(_dihedral_numpy(x.numpy(), flip, turns).copy())
+                y = net(xt).numpy()
+                where = _dihedral_numpy(index, flip, turns)
+                back = np.empty_like(plain)
+                back.reshape(1, 3, -1)[..., where.ravel()] = y.reshape(1, 3, -1)
+                total += back
+    np.testing.assert_allclose(ours, total / 8, atol=1e-6)
+    assert np.abs(ours - plain).max() > 1e-3  # the net is not equivariant, so the check above has teeth
+
+
+def test_published_rows_match_only_the_rcan_configurations():
+    student = {'type': 'RCAN', 'num_feat': 64, 'num_group': 10, 'num_block': 6, 'upscale': 4}
+    rows = dict(published_rows(student, 4, ['Set5', 'B100', 'urban100']))
+    assert rows['FACD (aggregator listing)'] == {'Set5': 32.540, 'urban100': 26.606}
+    assert len(rows) == 5
+    teacher = dict(student, num_block=20, upscale=2)
+    assert published_rows(teacher, 2, ['Set5']) == [('teacher (FAKD paper)', {'Set5': 38.271})]
+    assert published_rows(student, 2, ['Set5']) == []  # upscale 4 evaluated at x2: no match
+    assert published_rows(dict(student, type='EDSR'), 4, ['Set5']) == []
+
+
+def test_script_prints_published_numbers_for_rcan_student(tmp_path):
+    """The real scripts/evaluate.py on a randomly initialised RCAN 10x6 (64 ch) student at x2, one Set5 image."""
+    _save_hr_lr(tmp_path / 'bench' / 'Set5', ['coffee'], 24, ['coffeex2.png'])
+    torch.manual_seed(0)
+    net = RCAN(3, 3, num_feat=64, num_group=10, num_block=6, upscale=2)
+    torch.save({'params': net.state_dict()}, tmp_path / 'rcan.pth')
+    arch = {'type': 'RCAN', 'num_in_ch': 3, 'num_out_ch': 3, 'num_feat': 64, 'num_block': 6, 'upscale': 2}
+    (tmp_path / 'rcan.yml').write_text(yaml.safe_dump(arch))
+    script = osp.join(REPO_ROOT, 'scripts', 'evaluate.py')
+    args = ['--arch-yaml', 'rcan.yml', '--ckpt', 'rcan.pth', '--data-root', 'bench', '--device', 'cpu']
+    proc = run_python([script] + args, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert 'param key: params)' in proc.stdout
+    assert '| FACD (aggregator listing) | 38.242 |' in proc.stdout
+    assert '| student, no KD (FAKD paper) | 38.074 |' in proc.stdout
