@@ -1,4 +1,5 @@
 """Official EDSR / RCAN -> BasicSR conversion: same function after conversion, every key accounted for."""
+import hashlib
 import os.path as osp
 
 import pytest
@@ -6,7 +7,9 @@ import torch
 import yaml
 from basicsr.archs import build_network
 
+from facd_basicsr.tools.checksum import main as checksum_main
 from facd_basicsr.tools.convert_teacher import ConversionError, convert_state_dict, edsr_plan, main
+from facd_basicsr.utils.teacher_files import TEACHER_FILES, find_teacher_file
 
 from conftest import REPO_ROOT, run_python
 from official_layouts import OfficialEDSRLayout, OfficialRCANLayout
@@ -152,3 +155,33 @@ def test_cli_refuses_overwrite_wrong_scale_and_basicsr_files(tmp_path, capsys):
     assert main([str(tmp_path / 'RCAN_BIX2.pth'), '-o', str(tmp_path / 'again.pth')]) == 2
     assert 'already a BasicSR checkpoint' in capsys.readouterr().err
     assert main([str(tmp_path / 'absent.pt')]) == 2
+
+
+def test_checksum_ok_mismatch_unknown_missing(tmp_path, capsys):
+    payload = b'not really a checkpoint, but real bytes on disk\n'
+    prefix = hashlib.sha256(payload).hexdigest()[:8]
+    good = tmp_path / f'my_teacher-{prefix}.pth'  # follows the BasicSR zoo naming convention
+    zoo = tmp_path / 'EDSR_Lx4_f256b32_DIV2K_official-76ee1c8f.pth'  # in the table, wrong bytes
+    official = tmp_path / 'RCAN_BIX4.pt'  # in the table, no published hash
+    for path in (good, zoo, official):
+        path.write_bytes(payload)
+    assert checksum_main([str(good), str(official)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith('OK') and f'matches {prefix}' in out[0]
+    assert out[1].startswith('UNKNOWN') and 'no published hash' in out[1]
+    assert hashlib.sha256(payload).hexdigest() in out[1]
+    assert checksum_main([str(good), str(zoo), str(tmp_path / 'absent.pth')]) == 1
+    out = capsys.readouterr().out.splitlines()
+    assert [line.split()[0] for line in out] == ['OK', 'MISMATCH', 'MISSING']
+    assert 'does not start with 76ee1c8f' in out[1]
+
+
+def test_checksum_script_subprocess_and_table(tmp_path):
+    zoo = tmp_path / 'EDSR_Lx2_f256b32_DIV2K_official-be38e77d.pth'
+    zoo.write_bytes(b'x')
+    proc = run_python([osp.join(REPO_ROOT, 'scripts', 'checksum.py'), str(zoo)], cwd=tmp_path)
+    assert proc.returncode == 1 and proc.stdout.startswith('MISMATCH'), proc.stdout + proc.stderr
+    entry = find_teacher_file(str(zoo))
+    assert entry.option_files == ('options/train_FACD_EDSR_x2.yml', ) and not entry.needs_conversion
+    assert find_teacher_file('RCAN_BIX3.pth').option_files == ('options/train_FACD_RCAN_x3.yml', )
+    assert all(e.sha256_prefix is None for e in TEACHER_FILES if e.name.endswith('.pt'))
