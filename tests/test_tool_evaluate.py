@@ -35,6 +35,15 @@ def _save_hr_lr(set_dir, photos, size, lr_names=None):
     return hrs
 
 
+@pytest.fixture(autouse=True, scope='module')
+def one_thread():
+    """Tiny nets on a shared 2-core machine: one intra-op thread avoids thread contention (restored after)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope='module')
 def bench(tmp_path_factory):
     """Set5 with LR files (one named with the x2 suffix), Urban100 with the same HR and no LR folder; tiny EDSR."""
@@ -175,7 +184,7 @@ def test_script_prints_published_numbers_for_rcan_student(tmp_path):
     (tmp_path / 'rcan.yml').write_text(yaml.safe_dump(arch))
     script = osp.join(REPO_ROOT, 'scripts', 'evaluate.py')
     args = ['--arch-yaml', 'rcan.yml', '--ckpt', 'rcan.pth', '--data-root', 'bench', '--device', 'cpu']
-    proc = run_python([script] + args, cwd=tmp_path)
+    proc = run_python([script] + args, cwd=tmp_path, env={'OMP_NUM_THREADS': '1'})
     assert proc.returncode == 0, proc.stderr
     assert 'param key: params)' in proc.stdout
     assert '| FACD (aggregator listing) | 38.242 |' in proc.stdout

@@ -1,0 +1,93 @@
+"""facd-infer: tiled == whole-image output, real photos through the script, a corrupt file reported, exit codes."""
+import os.path as osp
+
+import cv2
+import numpy as np
+import pytest
+import torch
+import yaml
+from basicsr.archs.edsr_arch import EDSR
+
+from facd_basicsr.tools.common import img_to_tensor, tensor_to_img, tiled_forward
+from facd_basicsr.tools.infer import main
+from facd_basicsr.utils.sample_data import load_photo, make_gt
+
+from conftest import REPO_ROOT, run_python
+
+TINY_EDSR = {'type': 'EDSR', 'num_in_ch': 3, 'num_out_ch': 3, 'num_feat': 8, 'num_block': 1, 'upscale': 2}
+# LR receptive-field radius of TINY_EDSR: conv_first 1 + res block 2 + conv_after_body 1 + upsample conv 1
+# + conv_last (1 HR pixel, rounds up to 1 LR pixel) = 6.
+RADIUS = 6
+
+
+def _tiny_edsr(seed=0):
+    torch.manual_seed(seed)
+    return EDSR(**{k: v for k, v in TINY_EDSR.items() if k != 'type'}).eval()
+
+
+@pytest.fixture(autouse=True, scope='module')
+def one_thread():
+    """Tiny nets on a shared 2-core machine: one intra-op thread avoids thread contention (restored after)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope='module')
+def ckpt(tmp_path_factory):
+    """A tiny EDSR x2 checkpoint ``{'params': ...}`` and its bare arch YAML."""
+    root = tmp_path_factory.mktemp('infer_ckpt')
+    net = _tiny_edsr()
+    torch.save({'params': net.state_dict()}, root / 'net_g.pth')
+    (root / 'arch.yml').write_text(yaml.safe_dump(TINY_EDSR))
+    return {'net': net, 'pth': str(root / 'net_g.pth'), 'yml': str(root / 'arch.yml')}
+
+
+@pytest.mark.parametrize('tile', [7, 10, 16])
+def test_tiled_equals_whole_when_overlap_covers_receptive_field(ckpt, tile):
+    x = img_to_tensor(make_gt(load_photo('coffee'), 1, 40)[:27, :33], torch.device('cpu'))
+    with torch.no_grad():
+        whole = ckpt['net'](x)
+        tiled = tiled_forward(ckpt['net'], x, tile, RADIUS)
+        short = tiled_forward(ckpt['net'], x, tile, RADIUS - 1)
+    assert tiled.shape == whole.shape == (1, 3, 54, 66)
+    assert (tiled - whole).abs().max().item() < 1e-4
+    assert (short - whole).abs().max().item() > 1e-4  # one pixel less overlap shows seams: the radius is tight
+
+
+def test_script_upscales_real_photos_and_reports_corrupt_file(ckpt, tmp_path):
+    src = tmp_path / 'in'
+    src.mkdir()
+    photos = {'chelsea': make_gt(load_photo('chelsea'), 1, 40), 'rocket': make_gt(load_photo('rocket'), 1, 36)}
+    for name, img in photos.items():
+        cv2.imwrite(str(src / f'{name}.png'), img)
+    (src / 'broken.png').write_bytes(b'\x89PNG\r\n\x1a\n' + bytes(range(200)))
+    (src / 'notes.txt').write_text('not an image')
+    script = osp.join(REPO_ROOT, 'scripts', 'infer.py')
+    args = ['--arch-yaml', ckpt['yml'], '--ckpt', ckpt['pth'], '-i', str(src), '-o', str(tmp_path / 'out')]
+    args += ['--tile', '16', '--tile-overlap', '8', '--device', 'cpu']
+    proc = run_python([script] + args, cwd=tmp_path, env={'OMP_NUM_THREADS': '1'})
+    assert proc.returncode == 1, proc.stderr
+    assert 'Wrote 2 of 3 image(s)' in proc.stdout
+    assert 'FAILED 1 image(s)' in proc.stdout and 'broken.png: cannot read or decode' in proc.stdout
+    assert 'facd-infer' in proc.stderr  # the tqdm progress bar
+    assert sorted(p.name for p in (tmp_path / 'out').iterdir()) == ['chelsea_x2.png', 'rocket_x2.png']
+    for name, img in photos.items():
+        out = cv2.imread(str(tmp_path / 'out' / f'{name}_x2.png'))
+        with torch.no_grad():
+            expected = tensor_to_img(ckpt['net'](img_to_tensor(img, torch.device('cpu'))))
+        assert out.shape == (2 * img.shape[0], 2 * img.shape[1], 3)
+        assert np.abs(out.astype(int) - expected).max() <= 1  # float noise may flip a rounding
+
+
+def test_single_file_suffix_and_config_errors(ckpt, tmp_path, capsys):
+    cv2.imwrite(str(tmp_path / 'cat.png'), make_gt(load_photo('chelsea'), 1, 20))
+    base = ['--arch-yaml', ckpt['yml'], '--ckpt', ckpt['pth'], '--device', 'cpu', '--no-progress']
+    assert main(base + ['-i', str(tmp_path / 'cat.png'), '-o', str(tmp_path / 'o'), '--suffix', '_sr{scale}']) == 0
+    assert cv2.imread(str(tmp_path / 'o' / 'cat_sr2.png')).shape == (40, 40, 3)
+    assert 'Wrote 1 of 1' in capsys.readouterr().out
+    assert main(base + ['-i', str(tmp_path / 'missing.png')]) == 2
+    assert 'Input not found' in capsys.readouterr().err
+    assert main(base + ['-i', str(tmp_path / 'cat.png'), '--suffix', '_{size}']) == 2
+    assert 'only the field {scale}' in capsys.readouterr().err
