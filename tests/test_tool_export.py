@@ -1,0 +1,93 @@
+"""facd-export: tiny EDSR and RCAN to TorchScript + ONNX, dynamic H/W checked with onnxruntime, exit codes."""
+import os.path as osp
+import sys
+
+import numpy as np
+import onnx
+import onnxruntime
+import pytest
+import torch
+import yaml
+
+from facd_basicsr.tools.common import build_arch
+from facd_basicsr.tools.export import main
+
+from conftest import run_python
+
+TINY = {
+    'edsr': {
+        'type': 'EDSR',
+        'num_in_ch': 3,
+        'num_out_ch': 3,
+        'num_feat': 8,
+        'num_block': 1,
+        'upscale': 2
+    },
+    'rcan': {
+        'type': 'RCAN',
+        'num_in_ch': 3,
+        'num_out_ch': 3,
+        'num_feat': 8,
+        'num_group': 1,
+        'num_block': 1,
+        'squeeze_factor': 4,
+        'upscale': 3
+    },
+}
+
+
+@pytest.fixture(autouse=True, scope='module')
+def one_thread():
+    """Tiny nets on a shared 2-core machine: one intra-op thread avoids thread contention (restored after)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _checkpoint(tmp_path, kind):
+    """Train-option YAML with ``network_g`` and a ``{'params': ...}`` checkpoint of a tiny randomly initialised net."""
+    torch.manual_seed(0)
+    net = build_arch(TINY[kind]).eval()
+    torch.save({'params': net.state_dict()}, tmp_path / f'{kind}.pth')
+    (tmp_path / f'{kind}.yml').write_text(yaml.safe_dump({'name': kind, 'network_g': TINY[kind]}))
+    return net, str(tmp_path / f'{kind}.yml'), str(tmp_path / f'{kind}.pth')
+
+
+@pytest.mark.parametrize('kind,ts_mode', [('edsr', 'trace'), ('rcan', 'script')])
+def test_export_checks_both_formats_and_onnx_runs_at_a_third_size(tmp_path, capsys, kind, ts_mode):
+    net, opt, pth = _checkpoint(tmp_path, kind)
+    out = tmp_path / 'exported'
+    assert main(['--opt', opt, '--ckpt', pth, '--out-dir', str(out), '--ts-mode', ts_mode]) == 0
+    printed = capsys.readouterr().out
+    assert printed.count('| yes |') == 4 and '| NO |' not in printed  # 2 formats x 2 sizes
+    assert '(1, 3, 32, 32)' in printed and '(2, 3, 45, 27)' in printed
+    scale = TINY[kind]['upscale']
+    dims = onnx.load(str(out / f'{kind}.onnx')).graph.input[0].type.tensor_type.shape.dim
+    assert [d.dim_param for d in dims] == ['batch', '', 'height', 'width']
+    x = torch.rand(1, 3, 17, 23)
+    with torch.no_grad():
+        ref = net(x).numpy()
+    sr = onnxruntime.InferenceSession(str(out / f'{kind}.onnx')).run(None, {'lr': x.numpy()})[0]
+    assert sr.shape == (1, 3, 17 * scale, 23 * scale) and np.abs(sr - ref).max() < 1e-4
+    with torch.no_grad():
+        ts = torch.jit.load(str(out / f'{kind}.pt'))(x).numpy()
+    assert np.abs(ts - ref).max() < 1e-4
+
+
+def test_console_script_fails_when_a_difference_reaches_atol(tmp_path):
+    _, opt, pth = _checkpoint(tmp_path, 'edsr')
+    script = osp.join(osp.dirname(sys.executable), 'facd-export')
+    args = ['--opt', opt, '--ckpt', pth, '--out-dir', str(tmp_path), '--formats', 'onnx', '--atol', '1e-12']
+    proc = run_python([script] + args, cwd=tmp_path, env={'OMP_NUM_THREADS': '1'})
+    assert proc.returncode == 1, proc.stderr
+    assert '| NO |' in proc.stdout and 'FAILED' in proc.stdout
+    assert osp.isfile(tmp_path / 'edsr.onnx')
+
+
+def test_config_errors_exit_2(tmp_path, capsys):
+    _, opt, pth = _checkpoint(tmp_path, 'edsr')
+    assert main(['--opt', opt, '--ckpt', str(tmp_path / 'none.pth')]) == 2
+    assert 'Checkpoint not found' in capsys.readouterr().err
+    assert main(['--opt', opt, '--net-key', 'network_t', '--ckpt', pth]) == 2
+    assert "no 'network_t' block" in capsys.readouterr().err
