@@ -261,3 +261,15 @@ class FACDModel(SRModel):
         path = osp.join(self.opt['path']['models'], f'net_adapter_{label}.pth')
         torch.save(record, path + '.tmp')
         os.replace(path + '.tmp', path)  # never leave a half-written file that a resume would trust
+
+    # ------------------------------------------------------------------ devices
+    def model_to_device(self, net: torch.nn.Module) -> torch.nn.Module:
+        """BasicSR's ``model_to_device``, except that under ``opt['dist']`` DDP gets no ``device_ids`` on the CPU.
+
+        BasicSR always passes ``device_ids=[torch.cuda.current_device()]``, which fails without CUDA (gloo runs).
+        Used for the student and the adapter bank; the teacher is never given to it.
+        """
+        if not self.opt['dist']:
+            return super().model_to_device(net)
+        from facd_basicsr.utils.dist import wrap_ddp
+        return wrap_ddp(net.to(self.device), find_unused_parameters=self.opt.get('find_unused_parameters', False))
