@@ -164,6 +164,16 @@ def test_matches_naive_reference_value_and_gradient(form, distance, num_negative
     torch.testing.assert_close(grad, grad_ref, rtol=1e-8, atol=1e-12)
 
 
+def test_l2_decomposition_is_stable_in_float32():
+    """Features with a large common offset: ||a||^2 - 2<a, m> + ... would cancel; the centred form does not."""
+    torch.manual_seed(5)
+    a64 = 10 + 0.1 * torch.randn(6, 8, 5, 5, dtype=torch.float64)
+    t64 = 10 + 0.1 * torch.randn(6, 8, 5, 5, dtype=torch.float64)
+    reference = naive_contrastive(a64, t64, 'ratio', 'l2', 5).mean()
+    loss, _ = FACDContrastiveLoss(distance='l2')([a64.float()], [t64.float()])
+    assert loss.item() == pytest.approx(reference.item(), rel=2e-5)
+
+
 @pytest.mark.parametrize('function', [ShiftedL1Mean, ShiftedChannelDot])
 @pytest.mark.parametrize('num_negatives', [1, 3])
 def test_custom_functions_gradcheck(function, num_negatives):

@@ -7,7 +7,7 @@ from torch import Tensor, nn
 
 from facd_basicsr.losses.feature_loss_util import (ShiftedChannelDot, ShiftedL1Mean, channel_normalize, check_choice,
                                                    check_features, check_number, check_tap_weights, reduce_taps,
-                                                   resolve_tap_weights, shifted_mean)
+                                                   resolve_tap_weights, shifted_mean, shifted_spread)
 from facd_basicsr.utils.registry import register_once
 
 _FORMS = ('ratio', 'infonce')
@@ -26,16 +26,14 @@ def _ratio_distances(anchor: Tensor, teacher: Tensor, distance: str, num_negativ
     l2 and cosine use exact decompositions around the teacher mean ``m_i = (1/K) sum_s t_{(i+s) mod B}`` (no grad);
     l1 uses :class:`ShiftedL1Mean`, which recomputes each shift in backward.
     """
+    size = anchor[0].numel()
     if distance == 'l1':
         return _per_sample_mean((anchor - teacher).abs()), ShiftedL1Mean.apply(anchor, teacher, num_negatives)
     if distance == 'l2':
-        # mean_s ||a - t_s||^2 = ||a||^2 - 2 <a, m> + mean_s ||t_s||^2   (sums over C, H, W; then / (C*H*W))
-        d_pos = _per_sample_mean((anchor - teacher).pow(2))
-        flat_a, size = anchor.flatten(1), anchor[0].numel()
-        teacher_sq = shifted_mean(teacher.flatten(1).pow(2).sum(1), num_negatives)
-        mean_t = shifted_mean(teacher, num_negatives).flatten(1)
-        d_neg = (flat_a.pow(2).sum(1) - 2 * (flat_a * mean_t).sum(1) + teacher_sq) / size
-        return d_pos, d_neg.clamp_min(0)
+        # mean_s ||a - t_s||^2 = ||a - m||^2 + mean_s ||t_s - m||^2   (sums over C, H, W; then / (C*H*W))
+        mean_t = shifted_mean(teacher, num_negatives)
+        d_neg = _per_sample_mean((anchor - mean_t).pow(2)) + shifted_spread(teacher, mean_t, num_negatives) / size
+        return _per_sample_mean((anchor - teacher).pow(2)), d_neg
     if distance == 'cosine':
         # mean_s (1 - mean_hw <a^, t^_s>) = 1 - mean_hw <a^, mean_s t^_s>   (a^: unit C-vector per position)
         a_hat, t_hat = channel_normalize(anchor, eps), channel_normalize(teacher, eps)

@@ -127,6 +127,16 @@ def shifted_mean(teacher: Tensor, num_negatives: int) -> Tensor:
         return total / num_negatives
 
 
+def shifted_spread(teacher: Tensor, mean: Tensor, num_negatives: int) -> Tensor:
+    """``(1/K) sum_{s=1..K} ||t_{(i+s) mod B} - m_i||^2`` (sum over all but the batch dim), shape (B, ); no autograd."""
+    with torch.no_grad():
+        out = teacher.new_zeros(teacher.shape[0])
+        for shift in range(1, num_negatives + 1):
+            for rows, cols in shift_pairs(teacher.shape[0], shift):
+                out[rows] += (teacher[cols] - mean[rows]).pow_(2).flatten(1).sum(1)
+        return out / num_negatives
+
+
 class ShiftedL1Mean(torch.autograd.Function):
     """``D_i = (1/K) sum_{s=1..K} mean_{C,H,W} |a_i - t_{(i+s) mod B}|``, shape (B, ); gradient for ``a`` only.
 
