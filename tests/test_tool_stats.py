@@ -1,0 +1,69 @@
+"""facd-stats: parameter count, hand-computed conv FLOPs, the markdown table with ratios, network specs."""
+import pytest
+import torch
+import yaml
+from torch import nn
+
+from facd_basicsr.tools.common import build_arch
+from facd_basicsr.tools.stats import count_flops, count_params, main
+
+STUDENT = {'type': 'EDSR', 'num_in_ch': 3, 'num_out_ch': 3, 'num_feat': 8, 'num_block': 1, 'upscale': 2}
+TEACHER = dict(STUDENT, num_feat=16, num_block=2)
+
+
+@pytest.fixture(autouse=True, scope='module')
+def one_thread():
+    """Tiny nets on a shared 2-core machine: one intra-op thread avoids thread contention (restored after)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _edsr_flops_by_hand(nf, nb, h, w):
+    """2 * Cin * Cout * 9 * H * W summed over EDSR's 3x3 convs (x2: one upsample conv nf -> 4 nf, conv_last at HR)."""
+    lr_macs = 3 * nf + 2 * nb * nf * nf + nf * nf + nf * 4 * nf
+    return 2 * 9 * (lr_macs * h * w + nf * 3 * (2 * h) * (2 * w))
+
+
+def test_single_conv_flops_and_params_by_hand():
+    conv = nn.Conv2d(3, 8, 3, padding=1)
+    assert count_flops(conv, torch.rand(1, 3, 10, 12)) == 2 * 3 * 8 * 3 * 3 * 10 * 12
+    assert count_params(conv) == 3 * 8 * 9 + 8
+
+
+def test_tiny_edsr_params_and_flops():
+    net = build_arch(STUDENT)
+    assert count_params(net) == sum(p.numel() for p in net.parameters())
+    assert count_flops(net, torch.rand(1, 3, 6, 7)) == _edsr_flops_by_hand(8, 1, 6, 7)
+
+
+def test_table_from_option_file_has_counts_and_ratios(tmp_path, capsys):
+    (tmp_path / 'train.yml').write_text(yaml.safe_dump({'network_g': STUDENT, 'network_t': TEACHER}))
+    assert main(['--opt', str(tmp_path / 'train.yml'), '--lr-size', '6x7', '--runs', '3', '--warmup', '1']) == 0
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith('| ')]
+    params = {name: count_params(build_arch(arch)) for name, arch in (('teacher', TEACHER), ('student', STUDENT))}
+    flops = {'teacher': _edsr_flops_by_hand(16, 2, 6, 7), 'student': _edsr_flops_by_hand(8, 1, 6, 7)}
+    assert lines[0].startswith('| network |') and 'median of 3' in lines[0] and '@ LR 6x7' in lines[0]
+    for line, name in zip(lines[1:3], ('teacher', 'student')):
+        cells = [c.strip() for c in line.strip('|').split('|')]
+        assert cells[0] == name and cells[2].startswith(f'{params[name]:,} ')
+        assert cells[3] == f'{flops[name] / 1e9:.3f}' and float(cells[4]) > 0
+    ratio = [c.strip() for c in lines[3].strip('|').split('|')]
+    assert ratio[0] == 'teacher / student'
+    assert ratio[2] == f'{params["teacher"] / params["student"]:.2f}x'
+    assert ratio[3] == f'{flops["teacher"] / flops["student"]:.2f}x'
+
+
+def test_specs_bare_block_and_option_file_key_and_errors(tmp_path, capsys):
+    (tmp_path / 'teacher.yml').write_text(yaml.safe_dump(TEACHER))
+    (tmp_path / 'train.yml').write_text(yaml.safe_dump({'network_g': STUDENT}))
+    spec = str(tmp_path / 'train.yml') + ':network_g'
+    assert main(['--teacher', str(tmp_path / 'teacher.yml'), '--student', spec, '--lr-size', '8', '--no-latency']) == 0
+    printed = capsys.readouterr().out
+    flops = _edsr_flops_by_hand(16, 2, 8, 8) / _edsr_flops_by_hand(8, 1, 8, 8)
+    assert f'| {flops:.2f}x | - |' in printed and '| teacher | EDSR num_feat=16 num_block=2 upscale=2 |' in printed
+    assert main(['--teacher', str(tmp_path / 'train.yml')]) == 2  # no network_t there, and not a bare block
+    assert "no 'network_t' block" in capsys.readouterr().err
+    assert main(['--opt', str(tmp_path / 'train.yml'), '--student', 'x.yml']) == 2
+    assert 'not both' in capsys.readouterr().err
