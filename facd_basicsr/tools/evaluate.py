@@ -6,7 +6,7 @@ from the HR ones with MATLAB-style bicubic (HR first cropped to a multiple of th
 
 Example::
 
-    facd-eval --opt options/train/FACD/train_FACD_RCAN_x4.yml --ckpt experiments/X/models/net_g_latest.pth \\
+    facd-eval --opt my_train.yml --ckpt experiments/my_run/models/net_g_latest.pth \\
         --data-root datasets/benchmark --sets Set5 Urban100 --self-ensemble --out-dir results/eval_x4
 """
 import argparse
@@ -159,7 +159,7 @@ def write_csv(path: str, rows: List[Dict]) -> None:
 
 def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog='facd-eval', description=__doc__.split('\n')[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+        prog='facd-eval', description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_network_args(parser)
     parser.add_argument('--data-root', required=True, help='folder holding <Set>/HR and <Set>/LR_bicubic/X<s>')
     parser.add_argument('--sets', nargs='+', default=None, help='set folder names. Default: every <Set> with HR/')

@@ -9,7 +9,7 @@ ONNX goes through torch's TorchScript-based exporter (``torch.onnx.export(..., d
 
 Example::
 
-    facd-export --opt options/train/FACD/train_FACD_EDSR_x4.yml --ckpt experiments/X/models/net_g_latest.pth \\
+    facd-export --opt my_train.yml --ckpt experiments/my_run/models/net_g_latest.pth \\
         --out-dir exported --name edsr_facd_x4
 """
 import argparse
@@ -64,7 +64,9 @@ def export_onnx(net: nn.Module, example: torch.Tensor, path: str, opset: int) ->
 
 def check_torchscript(path: str, reference: List[np.ndarray], inputs: List[torch.Tensor]) -> List[float]:
     """Max abs difference between the reloaded TorchScript module and ``reference``, per input."""
-    module = torch.jit.load(path, map_location='cpu').eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore', FutureWarning)  # torch.jit is deprecated in favour of torch.export
+        module = torch.jit.load(path, map_location='cpu').eval()
     with torch.inference_mode():
         return [float(np.abs(module(x).numpy() - ref).max()) for x, ref in zip(inputs, reference)]
 
@@ -97,7 +99,7 @@ def export_and_check(net: nn.Module, args: argparse.Namespace, channels: int) ->
 
 def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog='facd-export', description=__doc__.split('\n')[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+        prog='facd-export', description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_network_args(parser)
     parser.add_argument('--out-dir', default='exported', help='output folder. Default: exported')
     parser.add_argument('--name', default=None, help='file stem of the exports. Default: the checkpoint stem')

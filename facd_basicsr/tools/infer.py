@@ -5,7 +5,7 @@ cannot be read or processed are skipped and listed in the summary; the exit code
 
 Example::
 
-    facd-infer --opt options/train/FACD/train_FACD_EDSR_x4.yml --ckpt experiments/X/models/net_g_latest.pth \\
+    facd-infer --opt my_train.yml --ckpt experiments/my_run/models/net_g_latest.pth \\
         -i photos/ -o results/photos_x4 --tile 256 --tile-overlap 16
 """
 import argparse
@@ -84,7 +84,7 @@ def upscale_all(net: torch.nn.Module, paths: List[str], args: argparse.Namespace
 
 def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog='facd-infer', description=__doc__.split('\n')[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+        prog='facd-infer', description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_network_args(parser)
     parser.add_argument('-i', '--input', required=True, help='an image file or a folder of images')
     parser.add_argument('-o', '--output', default='results/facd_infer', help='output folder')

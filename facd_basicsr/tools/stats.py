@@ -7,7 +7,7 @@ Latency is the median wall time of ``--runs`` forward passes on the CPU under ``
 
 Examples::
 
-    facd-stats --opt options/train/FACD/train_FACD_RCAN_x4.yml --lr-size 64x64     # network_t vs network_g
+    facd-stats --opt my_train.yml --lr-size 64x64     # its network_t vs its network_g
     facd-stats --teacher teacher.yml --student train.yml:network_g --lr-size 320x180 --runs 5
 """
 import argparse
@@ -95,7 +95,7 @@ def stats_markdown(rows: List[Tuple[str, Dict[str, Any]]], lr_size: Tuple[int, i
 
 def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog='facd-stats', description=__doc__.split('\n')[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+        prog='facd-stats', description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--opt', help='option file: teacher = its network_t, student = its network_g')
     parser.add_argument('--teacher', help='teacher as FILE or FILE:network_x (FILE: option file or bare block)')
     parser.add_argument('--student', help='student as FILE or FILE:network_x (FILE: option file or bare block)')
