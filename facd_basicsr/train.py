@@ -2,6 +2,8 @@
 
 Accepts BasicSR's flags (``-opt``, ``--launcher``, ``--auto_resume``, ``--debug``, ``--force_yml``). Outputs
 (``experiments/``, ``tb_logger/``) go under the current working directory, as do relative dataroots.
+Distributed: ``torchrun --nproc_per_node=N facd_basicsr/train.py -opt X.yml --launcher pytorch`` (gloo on CPUs,
+NCCL on GPUs); see docs/distributed.md.
 """
 import os
 import os.path as osp
@@ -13,12 +15,15 @@ if __package__ in (None, ''):  # run as a file: make the package importable and 
     sys.path.insert(0, osp.dirname(_here))
 
 import facd_basicsr  # noqa: E402,F401  (compat alias + registration before basicsr.train)
+from facd_basicsr.utils.dist import install_init_dist, normalise_local_rank_flag  # noqa: E402
 from facd_basicsr.utils.resume import install_cpu_safe_resume  # noqa: E402
 
 
 def main() -> None:
     from basicsr.train import train_pipeline
     install_cpu_safe_resume()
+    install_init_dist()  # --launcher pytorch|slurm: gloo + CPU without CUDA, NCCL + LOCAL_RANK's GPU with it
+    sys.argv[1:] = normalise_local_rank_flag(sys.argv[1:])
     train_pipeline(os.getcwd())
 
 
