@@ -1,22 +1,23 @@
-"""Drop the FACD plugin into an existing BasicSR checkout so its own ``basicsr/train.py`` and ``test.py`` run FACD.
+"""``facd-install CHECKOUT [--copy] [--no-patch] [--uninstall]``: make a BasicSR checkout run FACD with its own scripts.
 
-``facd-install PATH_TO_CHECKOUT [--copy] [--no-patch] [--uninstall]`` (or ``python scripts/install_into_basicsr.py``)
-writes, inside the checkout:
+Writes into the checkout (user guide: docs/install_into_basicsr.md):
 
-* ``basicsr/models/facd_plugin_model.py``: a shim that BasicSR's model scan imports; it imports ``facd_basicsr`` (or
-  fails with one message that says what to run). It lives in ``models/`` because that folder is scanned last, when the
-  arch, loss and data registries are complete.
-* our option files: ``options/**/*.yml`` of this repository go to ``options/train/FACD/`` (names starting with
-  ``train``) or ``options/test/FACD/`` (names starting with ``test``; other names go by whether the file has a top-level
-  ``train:`` section), flattened to their file names.
-* with ``--copy``: the ``facd_basicsr/`` package folder at the checkout root, importable with ``PYTHONPATH=.``.
-* on a v1.4.2 checkout: the one-line torchvision fix in ``basicsr/data/degradations.py`` (unless ``--no-patch``).
+* ``basicsr/models/facd_plugin_model.py``, a shim imported by BasicSR's model scan (the last registry scanned, so the
+  arch/loss/data registries are complete); it imports ``facd_basicsr`` or fails with one message saying what to run;
+* our ``options/**/*.yml`` into ``options/{train,test}/FACD/`` (by name prefix, else by a top-level ``train:`` key);
+* with ``--copy``, the ``facd_basicsr/`` folder at the checkout root (importable with ``PYTHONPATH=.``);
+* on v1.4.2, the one-line torchvision fix of ``basicsr/data/degradations.py`` (``--no-patch``: print it instead).
 
-Every written file and the patch are recorded with SHA-256 in ``.facd_basicsr_install.json`` at the checkout root.
-Running again with the same arguments changes nothing; ``--uninstall`` removes exactly what is recorded and restores
-the patched bytes, and refuses (exit 1, nothing touched) when a recorded file was modified since.
+``.facd_basicsr_install.json`` records every written file's SHA-256 and the patch. Re-running changes nothing;
+``--uninstall`` removes what is recorded and restores the patched bytes. Any conflict (a file it did not write, or one
+edited since) stops the run before anything is touched, with exit code 1. Standard library only: it runs where torch
+and basicsr are not importable.
 
-This module uses the standard library only, so it runs where torch or basicsr are not importable.
+Examples:
+  facd-install ~/BasicSR                 # facd_basicsr is pip-installed in the checkout's environment
+  python scripts/install_into_basicsr.py ~/BasicSR --copy    # nothing pip-installed: copy the package in
+  cd ~/BasicSR && PYTHONPATH=. python basicsr/train.py -opt options/train/FACD/train_FACD_tiny_x2.yml
+  facd-install ~/BasicSR --uninstall     # back to the checkout's original bytes
 """
 import argparse
 import hashlib
@@ -364,7 +365,7 @@ def next_steps(checkout: str) -> str:
 
 def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog='facd-install', description='Make a BasicSR checkout run FACD with its own basicsr/train.py and test.py.')
+        prog='facd-install', description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('checkout', help='root of the BasicSR checkout (the folder holding basicsr/)')
     parser.add_argument('--copy', action='store_true',
                         help='also copy the facd_basicsr/ package into the checkout root (no pip install needed; '
