@@ -105,7 +105,9 @@ def train_rank(opt, batches, rank):
         logs.append(model.get_current_log())
         adapter_grads.append([p.grad is not None for p in model.net_adapter.parameters()])
     model.save(0, STEPS)
+    wrapped = {name: type(getattr(model, name)).__name__ for name in ('net_g', 'net_adapter', 'net_t')}
     return {'weights': weights(model), 'logs': logs, 'gates': model.gate.seen, 'adapter_grads': adapter_grads,
+            'wrapped': wrapped, 'teacher_grad': any(p.requires_grad for p in model.net_t.parameters()),
             'files': sorted(os.listdir(opt['path']['models']) + os.listdir(opt['path']['training_states']))}
 
 
@@ -185,6 +187,10 @@ def assert_weights_close(actual, expected, atol=1e-6):
 @pytest.mark.parametrize('name', ['per_sample', 'contrastive'])
 def test_ranks_end_with_identical_student_and_adapters(runs, name):
     ranks, _ = runs
+    for rank in ranks:
+        assert rank[name]['wrapped'] == {'net_g': 'DistributedDataParallel', 'net_adapter': 'DistributedDataParallel',
+                                         'net_t': 'EDSR'}  # the teacher is replicated, never wrapped
+        assert not rank[name]['teacher_grad']
     first, second = ranks[0][name]['weights'], ranks[1][name]['weights']
     assert set(first) == set(second) and any(k.startswith('adapter.') for k in first)
     for key in first:
