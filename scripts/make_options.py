@@ -1,0 +1,243 @@
+"""Write the reference-protocol option files of METHOD.md: FACD and its baselines for EDSR and RCAN at x2/x3/x4.
+
+Every file under options/train_*.yml, options/baselines/ and options/test/ is generated here, so the families stay
+consistent; tests/test_options.py fails when a committed file differs from what this script writes.
+Usage (from the repository root): python scripts/make_options.py [--out options]
+"""
+import argparse
+import os
+import os.path as osp
+from typing import Dict, List
+
+ZOO_EDSR = {2: 'be38e77d', 3: '3660f70d', 4: '76ee1c8f'}
+SCALES = (2, 3, 4)
+BENCHMARKS = (('Set5', 'Set5'), ('Set14', 'Set14'), ('B100', 'BSDS100'), ('Urban100', 'Urban100'),
+              ('Manga109', 'Manga109'))
+COMMON_NET = "  img_range: 255.\n  rgb_mean: [0.4488, 0.4371, 0.4040]\n"
+
+FAMILIES = {
+    'EDSR': {
+        'teacher': ('EDSR', {'num_feat': 256, 'num_block': 32, 'res_scale': 0.1}),
+        'student': ('EDSR', {'num_feat': 64, 'num_block': 16, 'res_scale': 1}),
+        'teacher_taps': ['body.9', 'body.20', 'conv_after_body'],
+        'student_taps': ['body.4', 'body.10', 'conv_after_body'],
+        'teacher_file': lambda s: f'EDSR_Lx{s}_f256b32_DIV2K_official-{ZOO_EDSR[s]}.pth',
+        'teacher_source': lambda s: ('BasicSR model zoo (Google Drive / GitHub releases of XPixelGroup/BasicSR); '
+                                     'loads as it is'),
+        'tag_t': 'f256b32', 'tag_s': 'f64b16',
+    },
+    'RCAN': {
+        'teacher': ('RCAN', {'num_feat': 64, 'num_group': 10, 'num_block': 20, 'squeeze_factor': 16, 'res_scale': 1}),
+        'student': ('RCAN', {'num_feat': 64, 'num_group': 10, 'num_block': 6, 'squeeze_factor': 16, 'res_scale': 1}),
+        'teacher_taps': ['body.2', 'body.6', 'conv_after_body'],
+        'student_taps': ['body.2', 'body.6', 'conv_after_body'],
+        'teacher_file': lambda s: f'RCAN_BIX{s}.pth',
+        'teacher_source': lambda s: (f'official RCAN_BIX{s}.pt (yulunzhang/RCAN) converted with '
+                                     f'facd-convert-teacher RCAN_BIX{s}.pt experiments/pretrained_models/'
+                                     f'RCAN_BIX{s}.pth'),
+        'tag_t': 'G10B20', 'tag_s': 'G10B6',
+    },
+}
+
+# variant -> (model_type, title, feature_opt block or None, kd, gate block)
+VARIANTS = {
+    'FACD': ('FACDModel', 'FACD: pixel + gated output KD + gated feature-domain contrastive loss',
+             "  feature_opt:\n    type: FACDContrastiveLoss\n    loss_weight: 0.01\n    form: ratio\n"
+             "    distance: l1\n    num_negatives: ~\n", True, "    mode: teacher_better\n    margin: 0.0\n"),
+    'FACDAlways': ('FACDModel', 'FACD without the adaptive gate (every patch distilled)',
+                   "  feature_opt:\n    type: FACDContrastiveLoss\n    loss_weight: 0.01\n    form: ratio\n"
+                   "    distance: l1\n    num_negatives: ~\n", True, "    mode: always\n"),
+    'FD': ('FACDModel', 'conventional feature distillation (FitNet-style L1 after the DR adapter) + output KD',
+           "  feature_opt:\n    type: FeatureDistillLoss\n    loss_weight: 0.1\n    criterion: l1\n", True,
+           "    mode: always\n"),
+    'FAKD': ('FACDModel', 'FAKD spatial-affinity distillation + output KD',
+             "  feature_opt:\n    type: FAKDAffinityLoss\n    loss_weight: 1.0\n    max_positions: 1024\n", True,
+             "    mode: always\n"),
+    'KD': ('FACDModel', 'output KD only (pixel + L1 to the teacher output)', None, True, "    mode: always\n"),
+    'Scratch': ('SRModel', 'student from scratch (L1 to the ground truth only)', None, False, None),
+    'TeacherInit': ('SRModel', 'student initialised from the teacher where shapes match, then L1 to the ground truth',
+                    None, False, None),
+}
+
+
+def net_block(key: str, arch: str, params: Dict, scale: int) -> str:
+    lines = [f'{key}:', f'  type: {arch}', '  num_in_ch: 3', '  num_out_ch: 3']
+    lines += [f'  {k}: {v}' for k, v in params.items()]
+    lines.append(f'  upscale: {scale}')
+    return '\n'.join(lines) + '\n' + COMMON_NET
+
+
+def experiment_name(variant: str, family: str, scale: int) -> str:
+    spec = FAMILIES[family]
+    return f'{variant}_{family}_x{scale}_{spec["tag_s"]}_from_{spec["tag_t"]}_DIV2K_300k_B16G1'
+
+
+def datasets_block(scale: int) -> str:
+    return f"""datasets:
+  train:
+    name: DIV2K
+    type: PairedImageDataset
+    dataroot_gt: datasets/DIV2K/DIV2K_train_HR_sub.lmdb
+    dataroot_lq: datasets/DIV2K/DIV2K_train_LR_bicubic_X{scale}_sub.lmdb
+    io_backend:
+      type: lmdb
+    gt_size: {48 * scale}
+    use_hflip: true
+    use_rot: true
+    num_worker_per_gpu: 6
+    batch_size_per_gpu: 16
+    dataset_enlarge_ratio: 100
+    prefetch_mode: ~
+  val:
+    name: Set5
+    type: PairedImageDataset
+    dataroot_gt: datasets/Set5/GTmod12
+    dataroot_lq: datasets/Set5/LRbicx{scale}
+    io_backend:
+      type: disk
+"""
+
+
+def distill_block(family: str, gate: str) -> str:
+    spec = FAMILIES[family]
+    return (f"distill:\n  teacher_taps: [{', '.join(spec['teacher_taps'])}]\n"
+            f"  student_taps: [{', '.join(spec['student_taps'])}]\n"
+            "  adapter:\n    type: FACDAdapter\n    kind: conv1x1\n"
+            f"  gate:\n{gate}  teacher_check: true\n")
+
+
+def path_block(variant: str, family: str, scale: int) -> str:
+    teacher = f"experiments/pretrained_models/{FAMILIES[family]['teacher_file'](scale)}"
+    if variant == 'TeacherInit':
+        return (f"path:\n  pretrain_network_g: {teacher}  # the teacher: tensors of matching shape are copied\n"
+                "  param_key_g: params\n  strict_load_g: false\n  resume_state: ~\n")
+    lines = "path:\n  pretrain_network_g: ~\n  strict_load_g: true\n"
+    if VARIANTS[variant][0] == 'FACDModel':
+        lines += (f"  pretrain_network_t: {teacher}\n  param_key_t: params\n  strict_load_t: true\n")
+    return lines + "  resume_state: ~\n"
+
+
+def train_block(variant: str) -> str:
+    _, _, feature, kd, _ = VARIANTS[variant]
+    pixel_weight = 0.5 if kd else 1.0
+    text = f"""train:
+  ema_decay: 0
+  optim_g:
+    type: Adam
+    lr: !!float 1e-4
+    weight_decay: 0
+    betas: [0.9, 0.99]
+  scheduler:
+    type: MultiStepLR
+    milestones: [200000]
+    gamma: 0.5
+  total_iter: 300000
+  warmup_iter: -1
+  pixel_opt:
+    type: L1Loss
+    loss_weight: {pixel_weight}
+    reduction: mean
+"""
+    if kd:
+        text += "  kd_opt:\n    type: L1Loss\n    loss_weight: 0.5\n    reduction: mean\n"
+    return text + (feature or '')
+
+
+def tail_block(scale: int) -> str:
+    return f"""
+val:
+  val_freq: !!float 5e3
+  save_img: false
+  metrics:
+    psnr:
+      type: calculate_psnr
+      crop_border: {scale}
+      test_y_channel: true
+
+logger:
+  print_freq: 100
+  save_checkpoint_freq: !!float 5e3
+  use_tb_logger: true
+  wandb:
+    project: ~
+    resume_id: ~
+
+dist_params:
+  backend: nccl
+  port: 29500
+"""
+
+
+def train_file(variant: str, family: str, scale: int) -> str:
+    model_type, title, _, _, gate = VARIANTS[variant]
+    spec = FAMILIES[family]
+    t_arch, t_params = spec['teacher']
+    s_arch, s_params = spec['student']
+    name = experiment_name(variant, family, scale)
+    text = (f"# {'-' * 110}\n# {title}\n# {family} x{scale}: student {s_arch} {spec['tag_s']}, teacher {t_arch} "
+            f"{spec['tag_t']} (reference protocol, ../README.md)\n"
+            f"# Teacher file: {spec['teacher_source'](scale)}\n"
+            f"# Generated by scripts/make_options.py; edit that script, not this file.\n# {'-' * 110}\n"
+            f"name: {name}\nmodel_type: {model_type}\nscale: {scale}\nnum_gpu: 1  # set to 0 for CPU\n"
+            f"manual_seed: 10\n\n{datasets_block(scale)}\n# student\n{net_block('network_g', s_arch, s_params, scale)}")
+    if model_type == 'FACDModel':
+        text += f"\n# teacher (frozen, never saved)\n{net_block('network_t', t_arch, t_params, scale)}"
+    text += f"\n{path_block(variant, family, scale)}"
+    if model_type == 'FACDModel':
+        text += f"\n{distill_block(family, gate)}"
+    return text + f"\n{train_block(variant)}{tail_block(scale)}"
+
+
+def test_file(variant: str, family: str, scale: int) -> str:
+    spec = FAMILIES[family]
+    s_arch, s_params = spec['student']
+    name = experiment_name(variant, family, scale)
+    sets = ''.join(f"""  test_{i + 1}:
+    name: {label}
+    type: PairedImageDataset
+    dataroot_gt: datasets/{folder}/GTmod12
+    dataroot_lq: datasets/{folder}/LRbicx{scale}
+    io_backend:
+      type: disk
+""" for i, (label, folder) in enumerate(BENCHMARKS))
+    return (f"# Test the student of train {name} (a plain {s_arch}: stock SRModel loads it).\n"
+            f"# Generated by scripts/make_options.py; edit that script, not this file.\n"
+            f"name: {name}\nmodel_type: SRModel\nscale: {scale}\nnum_gpu: 1  # set to 0 for CPU\n"
+            f"manual_seed: 10\n\ndatasets:\n{sets}\n{net_block('network_g', s_arch, s_params, scale)}\n"
+            f"path:\n  pretrain_network_g: experiments/{name}/models/net_g_latest.pth\n  param_key_g: params\n"
+            f"  strict_load_g: true\n\nval:\n  save_img: true\n  suffix: ~\n  metrics:\n    psnr:\n"
+            f"      type: calculate_psnr\n      crop_border: {scale}\n      test_y_channel: true\n    ssim:\n"
+            f"      type: calculate_ssim\n      crop_border: {scale}\n      test_y_channel: true\n")
+
+
+def variants_of(family: str) -> List[str]:
+    """TeacherInit only where shapes allow: RCAN students share the teacher's width; EDSR 64 vs 256 does not."""
+    return [v for v in VARIANTS if v != 'TeacherInit' or family == 'RCAN']
+
+
+def all_files() -> Dict[str, str]:
+    """Relative path -> content of every generated option file."""
+    files = {}
+    for family in FAMILIES:
+        for scale in SCALES:
+            for variant in variants_of(family):
+                train_name = f'train_{variant}_{family}_x{scale}.yml'
+                folder = '' if variant == 'FACD' else 'baselines'
+                files[osp.join(folder, train_name)] = train_file(variant, family, scale)
+                files[osp.join('test', f'test_{variant}_{family}_x{scale}.yml')] = test_file(variant, family, scale)
+    return files
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('--out', default='options')
+    args = parser.parse_args()
+    for rel, text in all_files().items():
+        path = osp.join(args.out, rel)
+        os.makedirs(osp.dirname(path), exist_ok=True)
+        with open(path, 'w', encoding='utf-8') as f:
+            f.write(text)
+
+
+if __name__ == '__main__':
+    main()
