@@ -154,3 +154,14 @@ def test_resume_equals_straight_run_and_keeps_the_teacher(tmp_path):
     assert expected.keys() == got.keys()
     for key in expected:
         assert torch.allclose(expected[key], got[key], atol=1e-6), key
+
+
+def test_teacher_under_bf16_autocast_gives_float32_targets_and_features(tmp_path):
+    model = build(make_opt(tmp_path, CONTRASTIVE, teacher_amp='bf16', teacher_channels_last=True))
+    batch = photo_batches(1)[0]
+    with model._recording():
+        sr_t = model.run_teacher(batch['lq'])
+    feats = model.teacher_taps.pop()
+    assert sr_t.dtype == torch.float32 and all(f.dtype == torch.float32 and f.is_contiguous() for f in feats)
+    log = step(model, batch)
+    assert all(torch.isfinite(torch.tensor(v)) for v in log.values())

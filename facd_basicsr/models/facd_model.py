@@ -36,9 +36,10 @@ from facd_basicsr.utils.checkpoint import fingerprint, load_strictly, read_state
 from facd_basicsr.utils.feature_taps import FeatureTaps
 from facd_basicsr.utils.gate import AdaptiveGate
 from facd_basicsr.utils.registry import register_once
+from facd_basicsr.utils.teacher_runtime import TeacherRunner
 
 DISTILL_KEYS = ('teacher_taps', 'student_taps', 'adapter', 'gate', 'teacher_check', 'teacher_check_images',
-                'dry_run_size')
+                'dry_run_size', 'teacher_amp', 'teacher_channels_last', 'teacher_compile')
 DEFAULT_ADAPTER = {'type': 'FACDAdapter', 'kind': 'conv1x1'}
 
 
@@ -71,6 +72,11 @@ class FACDModel(SRModel):
         self.gate = AdaptiveGate(**(self.distill_opt.get('gate') or {}))
         resume = self._read_resume_record()
         self.net_t = self._build_teacher(resume.get('teacher'))
+        self.run_teacher = TeacherRunner(
+            self.net_t,
+            amp=self.distill_opt.get('teacher_amp'),
+            channels_last=self.distill_opt.get('teacher_channels_last', False),
+            compile=self.distill_opt.get('teacher_compile', False))
         self.teacher_taps = self.student_taps = None
         self.net_adapter = None
         if self.cri_feat is not None:
@@ -205,8 +211,7 @@ class FACDModel(SRModel):
     def optimize_parameters(self, current_iter: int) -> None:
         self.optimizer_g.zero_grad()
         with self._recording():
-            with torch.no_grad():
-                sr_t = self.net_t(self.lq)
+            sr_t = self.run_teacher(self.lq)  # no autograd, float32 out
             self.output = self.net_g(self.lq)
         loss_dict = OrderedDict()
         l_total = self.cri_pix(self.output, self.gt) if self.cri_pix else self.output.new_zeros(())
@@ -229,7 +234,11 @@ class FACDModel(SRModel):
             self.model_ema(decay=self.ema_decay)
 
     def _kd_loss(self, sr_t: torch.Tensor, gate: torch.Tensor) -> torch.Tensor:
-        """Gated output KD: with L1/MSE criteria, masking both sides gives (1/N) sum_i g_i L(SR^S_i, SR^T_i)."""
+        """Gated output KD: with L1/MSE criteria, masking both sides gives (1/N) sum_i g_i L(SR^S_i, SR^T_i).
+
+        Gated-out patches are multiplied by zero, never skipped: every parameter then gets a gradient each step, which
+        DDP needs (no find_unused_parameters), even when a rank's gate is all zero.
+        """
         if self.gate.always_on:
             return self.cri_kd(self.output, sr_t)
         mask = gate.view(-1, 1, 1, 1)

@@ -65,7 +65,9 @@ class FeatureTaps:
 
         def hook(module, inputs, output):
             if self.recording:
-                self._features[index] = as_feature_map(output, inputs).clone()
+                # a copy as float32 in the default layout (the teacher may run under autocast or channels_last)
+                feature = as_feature_map(output, inputs)
+                self._features[index] = feature.to(torch.float32, memory_format=torch.contiguous_format, copy=True)
 
         return hook
 
