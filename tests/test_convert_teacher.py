@@ -152,6 +152,8 @@ def test_cli_refuses_overwrite_wrong_scale_and_basicsr_files(tmp_path, capsys):
     assert 'type: RCAN' in capsys.readouterr().out
     assert main([src]) == 2
     assert 'pass --force' in capsys.readouterr().err
+    assert main([src, str(tmp_path / 'positional.pth')]) == 0 and osp.isfile(str(tmp_path / 'positional.pth'))
+    assert main([src, str(tmp_path / 'a.pth'), '-o', str(tmp_path / 'b.pth')]) == 2
     assert main([str(tmp_path / 'RCAN_BIX2.pth'), '-o', str(tmp_path / 'again.pth')]) == 2
     assert 'already a BasicSR checkpoint' in capsys.readouterr().err
     assert main([str(tmp_path / 'absent.pt')]) == 2

@@ -6,7 +6,7 @@ are checked against BasicSR's ``img_range 255`` / DIV2K ``rgb_mean``), every Bas
 loaded into the BasicSR network with ``strict=True`` before it is saved; anything else fails naming the keys.
 
 Example:
-    facd-convert-teacher RCAN_BIX4.pt -o experiments/pretrained_models/RCAN_BIX4.pth
+    facd-convert-teacher RCAN_BIX4.pt experiments/pretrained_models/RCAN_BIX4.pth
 """
 import argparse
 import os
@@ -232,7 +232,9 @@ def _yaml_value(value) -> str:
 def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog='facd-convert-teacher', description=__doc__.split('\n')[0])
     parser.add_argument('input', help='official EDSR-PyTorch (edsr_x4-*.pt) or RCAN (RCAN_BIX4.pt) state dict')
-    parser.add_argument('-o', '--output', help='output .pth (default: the input path with .pth)')
+    parser.add_argument('output', nargs='?', help='output .pth (default: the input path with .pth)')
+    parser.add_argument(
+        '-o', '--output-file', dest='output_opt', metavar='OUTPUT', help='same as the positional OUTPUT')
     parser.add_argument('--arch', default='auto', choices=('auto', 'edsr', 'rcan'), help='default: from the keys')
     parser.add_argument(
         '--res-scale',
@@ -247,7 +249,9 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
 
 
 def _output_path(args: argparse.Namespace) -> str:
-    output = args.output or osp.splitext(args.input)[0] + '.pth'
+    if args.output and args.output_opt and args.output != args.output_opt:
+        raise ConversionError(f'Two different outputs given: {args.output} and -o {args.output_opt}')
+    output = args.output or args.output_opt or osp.splitext(args.input)[0] + '.pth'
     if osp.abspath(output) == osp.abspath(args.input):
         raise ConversionError(f'Output {output} would overwrite the input: pass -o')
     if osp.exists(output) and not args.force:

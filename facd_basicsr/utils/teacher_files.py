@@ -87,7 +87,7 @@ def _rcan() -> Tuple[TeacherFile, ...]:
         TeacherFile(
             f'RCAN_BIX{s}.pth',
             None,
-            f'facd-convert-teacher RCAN_BIX{s}.pt -o experiments/pretrained_models/RCAN_BIX{s}.pth',
+            f'facd-convert-teacher RCAN_BIX{s}.pt experiments/pretrained_models/RCAN_BIX{s}.pth',
             (f'options/train_FACD_RCAN_x{s}.yml', ),
             note='converted here; its bytes depend on the torch '
             'version that saved it, so no hash is listed') for s in (2, 3, 4)
