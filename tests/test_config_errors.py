@@ -6,6 +6,8 @@ import torch
 from basicsr.archs import build_network
 from basicsr.models import build_model
 
+from facd_basicsr.utils.teacher_check import TeacherCheckError
+
 from model_helpers import make_opt
 
 CONTRASTIVE = {'type': 'FACDContrastiveLoss', 'loss_weight': 0.1}
@@ -76,3 +78,12 @@ def test_negatives_not_below_batch_size(tmp_path):
 def test_unknown_distill_key(tmp_path):
     opt = make_opt(tmp_path, CONTRASTIVE, gates={'mode': 'always'})
     assert "'gates'" in build_error(opt, KeyError)
+
+
+def test_random_teacher_stops_training_at_start_up(tmp_path, sample_root):
+    val = sample_root / 'datasets' / 'sample' / 'val'
+    opt = make_opt(tmp_path, CONTRASTIVE, teacher_check=True)
+    opt['datasets']['val'] = {'name': 'sample_val', 'type': 'PairedImageDataset', 'dataroot_gt': str(val / 'gt'),
+                              'dataroot_lq': str(val / 'lq_x2'), 'io_backend': {'type': 'disk'}}
+    message = build_error(opt, TeacherCheckError)
+    assert 'bicubic' in message
