@@ -1,5 +1,6 @@
 """Official EDSR / RCAN -> BasicSR conversion: same function after conversion, every key accounted for."""
 import hashlib
+import os
 import os.path as osp
 
 import pytest
@@ -184,6 +185,22 @@ def test_checksum_script_subprocess_and_table(tmp_path):
     proc = run_python([osp.join(REPO_ROOT, 'scripts', 'checksum.py'), str(zoo)], cwd=tmp_path)
     assert proc.returncode == 1 and proc.stdout.startswith('MISMATCH'), proc.stdout + proc.stderr
     entry = find_teacher_file(str(zoo))
-    assert entry.option_files == ('options/train_FACD_EDSR_x2.yml', ) and not entry.needs_conversion
-    assert find_teacher_file('RCAN_BIX3.pth').option_files == ('options/train_FACD_RCAN_x3.yml', )
+    assert entry.option_files[0] == 'options/train_FACD_EDSR_x2.yml' and not entry.needs_conversion
+    assert find_teacher_file('RCAN_BIX3.pth').option_files[0] == 'options/train_FACD_RCAN_x3.yml'
     assert all(e.sha256_prefix is None for e in TEACHER_FILES if e.name.endswith('.pt'))
+
+
+def test_table_matches_the_shipped_option_files():
+    """Every option file that loads a known teacher file is listed for it, and every listed one exists and loads it."""
+    used = {}
+    for folder, _, names in os.walk(osp.join(REPO_ROOT, 'options')):
+        for name in names:
+            path = osp.join(folder, name)
+            with open(path, encoding='utf-8') as f:
+                path_opt = (yaml.safe_load(f) or {}).get('path') or {}
+            for key in ('pretrain_network_t', 'pretrain_network_g'):
+                entry = find_teacher_file(path_opt.get(key) or '')
+                if entry is not None:
+                    used.setdefault(entry.name, set()).add(osp.relpath(path, REPO_ROOT).replace(os.sep, '/'))
+    listed = {e.name: set(e.option_files) for e in TEACHER_FILES if e.option_files}
+    assert used == listed

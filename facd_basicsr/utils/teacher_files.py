@@ -13,6 +13,7 @@ ZOO_SOURCE = 'BasicSR model zoo (BasicSR scripts/download_pretrained_models.py E
 EDSR_PYTORCH_SOURCE = 'official EDSR-PyTorch, https://cv.snu.ac.kr/research/EDSR/models/'
 RCAN_SOURCE = 'official RCAN (yulunzhang/RCAN, models_ECCV2018RCAN.zip)'
 NAME_HASH = re.compile(r'-([0-9a-f]{8})\.pth$')
+BASELINES = ('FACDAlways', 'FAKD', 'FD', 'KD')
 
 
 @dataclass(frozen=True)
@@ -35,6 +36,15 @@ class TeacherFile:
     note: str = ''
 
 
+def _option_files(family: str, scale: int) -> Tuple[str, ...]:
+    """Our option files that load the ``family`` teacher at ``scale`` (FACD and the distillation baselines)."""
+    files = [f'options/train_FACD_{family}_x{scale}.yml']
+    files += [f'options/baselines/train_{name}_{family}_x{scale}.yml' for name in BASELINES]
+    if family == 'RCAN':  # the student starts from the teacher's tensors of matching shape
+        files.append(f'options/baselines/train_TeacherInit_RCAN_x{scale}.yml')
+    return tuple(files)
+
+
 def _zoo_edsr() -> Tuple[TeacherFile, ...]:
     large = {2: 'be38e77d', 3: '3660f70d', 4: '76ee1c8f'}
     medium = {2: '3ba7b086', 3: '6908f88a', 4: '0c287733'}
@@ -42,7 +52,8 @@ def _zoo_edsr() -> Tuple[TeacherFile, ...]:
         TeacherFile(
             f'EDSR_Lx{s}_f256b32_DIV2K_official-{h}.pth',
             h,
-            ZOO_SOURCE, (f'options/train_FACD_EDSR_x{s}.yml', ),
+            ZOO_SOURCE,
+            _option_files('EDSR', s),
             note='EDSR-L 32 blocks x 256 ch, res_scale 0.1, key params; loads as it is') for s, h in large.items()
     ]
     files += [
@@ -88,7 +99,7 @@ def _rcan() -> Tuple[TeacherFile, ...]:
             f'RCAN_BIX{s}.pth',
             None,
             f'facd-convert-teacher RCAN_BIX{s}.pt experiments/pretrained_models/RCAN_BIX{s}.pth',
-            (f'options/train_FACD_RCAN_x{s}.yml', ),
+            _option_files('RCAN', s),
             note='converted here; its bytes depend on the torch '
             'version that saved it, so no hash is listed') for s in (2, 3, 4)
     ]
