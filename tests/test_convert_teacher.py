@@ -204,3 +204,11 @@ def test_table_matches_the_shipped_option_files():
                     used.setdefault(entry.name, set()).add(osp.relpath(path, REPO_ROOT).replace(os.sep, '/'))
     listed = {e.name: set(e.option_files) for e in TEACHER_FILES if e.option_files}
     assert used == listed
+
+
+def test_docs_name_every_teacher_file_of_an_option_file():
+    with open(osp.join(REPO_ROOT, 'docs', 'teachers.md'), encoding='utf-8') as f:
+        text = f.read()
+    for entry in TEACHER_FILES:
+        if entry.option_files:
+            assert entry.name in text and (entry.sha256_prefix or 'none published') in text
