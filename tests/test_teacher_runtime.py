@@ -1,6 +1,8 @@
 """TeacherRunner: float32 path identical to a plain forward, bf16 close but different, channels_last equal, hooks
 still fire, bad options named. CPU only (bf16 autocast runs on CPU, slowly); ``compile=True`` is not run here (its
 first call compiles for minutes on a CPU)."""
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -90,15 +92,54 @@ def test_hooks_fire_and_bf16_taps_convert_to_float32(lq):
     taps.recording = True
     plain_forward(net, lq)
     expected = taps.pop()
+    raw = []
+    net.body[0].register_forward_hook(lambda module, inputs, output: raw.append(output))
     TeacherRunner(net, amp='bf16', channels_last=True)(lq)
-    feats = taps.pop()
-    assert [f.dtype for f in feats] == [torch.bfloat16] * 2  # the hook stores what the layer returned
-    converted = features_to_float32(feats)
-    for f, ref in zip(converted, expected):
+    assert raw[0].dtype == torch.bfloat16  # hooks fire and see what the layer returned under autocast
+    converted = features_to_float32([raw[0]])[0]
+    assert converted.dtype == torch.float32 and converted.is_contiguous()
+    for f, ref in zip(taps.pop(), expected):  # FeatureTaps store float32 contiguous copies themselves
         assert f.dtype == torch.float32 and f.is_contiguous() and f.shape == ref.shape
         assert torch.allclose(f, ref, atol=0.05 * ref.abs().max().item())
+    assert torch.equal(converted, features_to_float32([raw[0].float()])[0])
     same = features_to_float32(expected)
     assert all(a is b for a, b in zip(same, expected))  # float32 contiguous maps are passed through, not copied
+
+
+def test_fp32_modules_keep_the_last_conv_in_float32_and_cut_the_drift(lq):
+    net = make_teacher()
+    with torch.no_grad():  # outputs near 0.8 as a trained net's: conv_last then returns ~90 on the 0-255 scale
+        net.conv_last.bias.fill_(90.)
+    expected = plain_forward(net, lq)
+    plain_bf16 = TeacherRunner(copy.deepcopy(net), amp='bf16')(lq)
+    kept = copy.deepcopy(net)
+    dtypes = []
+    for module in (kept.conv_last, kept.conv_after_body):
+        module.register_forward_hook(lambda module, inputs, output: dtypes.append(output.dtype))
+    out = TeacherRunner(kept, amp='bf16', fp32_modules=['conv_last'])(lq)
+    assert dtypes == [torch.bfloat16, torch.float32]  # conv_after_body runs first
+    # the image leaves conv_last in float32 instead of bf16 (steps of 0.5 at 64-128 on the 0-255 scale)
+    err_kept, err_plain = (out - expected).pow(2).mean(), (plain_bf16 - expected).pow(2).mean()
+    assert 0 < err_kept < err_plain / 10
+    clone = copy.deepcopy(kept)  # the wrapped forward is bound to each module, so copies run their own weights
+    assert clone.conv_last.forward.__self__ is clone.conv_last
+    with torch.no_grad():
+        clone.conv_last.bias.add_(255.)  # +1 on the output: the copy's own (changed) weights are the ones used
+    assert torch.allclose(TeacherRunner(clone, amp='bf16')(lq), out + 1, atol=1e-4)
+
+
+def test_fp32_modules_leave_the_float32_path_untouched(lq):
+    net = make_teacher()
+    expected = plain_forward(net, lq)
+    out = TeacherRunner(net, fp32_modules=['conv_last'])(lq)
+    assert 'forward' not in vars(net.conv_last)  # not wrapped without amp
+    assert torch.equal(out, expected)
+
+
+@pytest.mark.parametrize('fp32_modules', [['conv_lst'], 'conv_last', ['body.7']])
+def test_bad_fp32_modules_raise_naming_the_option(fp32_modules):
+    with pytest.raises(ValueError, match='distill.teacher_fp32_modules'):
+        TeacherRunner(make_teacher(), amp='bf16', fp32_modules=fp32_modules)
 
 
 @pytest.mark.parametrize('kwargs, option', [
