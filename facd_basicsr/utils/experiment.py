@@ -1,0 +1,210 @@
+"""Machinery of ``make demo``, ``make mini-table`` and the studies: option files plus overrides, training runs.
+
+A run is an option file of ``options/demo/`` with a few overrides (dotted keys, e.g. ``train.feature_opt.loss_weight``),
+written to a generated YAML file and trained by our entry point ``facd_basicsr/train.py`` in a subprocess, exactly
+as a user would run it. Several runs can share the CPU (one thread each), each with a progress bar fed by the
+iteration numbers of BasicSR's log. Runs whose ``experiments/<name>/models/net_g_latest.pth`` exists and was made
+from the same options are reused, so every script can be stopped and started again.
+"""
+import copy
+import os
+import os.path as osp
+import re
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Mapping, Optional
+
+import yaml
+from basicsr.utils.options import ordered_yaml
+from tqdm import tqdm
+
+REPO_ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+TRAIN_ENTRY = osp.join(REPO_ROOT, 'facd_basicsr', 'train.py')
+DELETE = '<delete>'  # override value that removes the key
+_ITER_RE = re.compile(r'iter:\s*([\d,]+), lr:')
+
+
+def load_options(path: str) -> dict:
+    """An option file as a plain dict (``!!float`` and ``~`` resolved as BasicSR reads them)."""
+    if not osp.isfile(path):
+        raise FileNotFoundError(f'option file {path} does not exist')
+    with open(path) as f:
+        return _plain(yaml.load(f, Loader=ordered_yaml()[0]))
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return value
+
+
+def with_overrides(opt: dict, overrides: Optional[Mapping[str, Any]] = None) -> dict:
+    """A deep copy of ``opt`` with ``overrides`` applied.
+
+    Args:
+        opt (dict): options, e.g. from :func:`load_options`.
+        overrides (Mapping[str, Any] | None): dotted key -> value. A missing intermediate level is created; a dict
+            value replaces the whole sub-tree; :data:`DELETE` removes the key (a missing key is an error).
+
+    Returns:
+        dict: the new options; ``opt`` is left unchanged.
+    """
+    new = copy.deepcopy(opt)
+    for dotted, value in (overrides or {}).items():
+        *parents, last = dotted.split('.')
+        node = new
+        for key in parents:
+            node = node.setdefault(key, {})
+            if not isinstance(node, dict):
+                raise KeyError(f'override {dotted!r}: {key!r} is not a mapping')
+        if value == DELETE:
+            if last not in node:
+                raise KeyError(f'override {dotted!r}: no such key to delete')
+            del node[last]
+        else:
+            node[last] = copy.deepcopy(value)
+    return new
+
+
+def write_options(opt: dict, path: str) -> str:
+    """Write ``opt`` as YAML to ``path`` (folders created); returns ``path``."""
+    os.makedirs(osp.dirname(osp.abspath(path)), exist_ok=True)
+    with open(path, 'w') as f:
+        yaml.safe_dump(opt, f, sort_keys=False, default_flow_style=None, width=120)
+    return path
+
+
+def latest_weights(name: str, root: str = '.') -> str:
+    """Path of ``experiments/<name>/models/net_g_latest.pth`` under ``root`` (it may not exist)."""
+    return osp.join(root, 'experiments', name, 'models', 'net_g_latest.pth')
+
+
+def is_trained(opt: dict, root: str = '.') -> bool:
+    """True when the run ``opt['name']`` finished and its stored options equal ``opt`` (ignoring key order)."""
+    stored = osp.join(root, 'experiments', opt['name'], 'run_options.yml')
+    if not (osp.isfile(latest_weights(opt['name'], root)) and osp.isfile(stored)):
+        return False
+    return load_options(stored) == _plain(opt)
+
+
+@dataclass
+class TrainJob:
+    """One training run: the options to train and where its console output goes.
+
+    Attributes:
+        opt (dict): complete options (``name`` and ``train.total_iter`` are read).
+        opt_path (str): where the generated option file is written.
+        log_path (str): console output of the run (BasicSR's own log also goes to ``experiments/<name>/``).
+        label (str): progress-bar label; the run name when empty.
+    """
+    opt: dict
+    opt_path: str
+    log_path: str
+    label: str = ''
+    process: Optional[subprocess.Popen] = field(default=None, repr=False)
+
+    @property
+    def name(self) -> str:
+        return self.opt['name']
+
+    @property
+    def total_iter(self) -> int:
+        return int(self.opt['train']['total_iter'])
+
+
+def train_command(opt_path: str) -> List[str]:
+    """The command line that trains one option file with our entry point."""
+    return [sys.executable, TRAIN_ENTRY, '-opt', opt_path]
+
+
+def last_logged_iter(log_path: str) -> int:
+    """The last ``iter:`` number printed by BasicSR's MessageLogger (``[name..][epoch:  0, iter:   1,500, lr:(``)."""
+    if not osp.isfile(log_path):
+        return 0
+    with open(log_path, errors='replace') as f:
+        found = _ITER_RE.findall(f.read())
+    return int(found[-1].replace(',', '')) if found else 0
+
+
+def _start(job: TrainJob, root: str, threads: int) -> None:
+    write_options(job.opt, job.opt_path)
+    os.makedirs(osp.dirname(osp.abspath(job.log_path)), exist_ok=True)
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+    with open(job.log_path, 'w') as log:  # the child keeps its own handle
+        job.process = subprocess.Popen(train_command(osp.abspath(job.opt_path)), cwd=root, stdout=log,
+                                       stderr=subprocess.STDOUT, env=env)
+
+
+def _finish(job: TrainJob, root: str) -> Optional[str]:
+    """Record a finished run; returns an error message when it failed."""
+    code = job.process.returncode
+    if code == 0 and osp.isfile(latest_weights(job.name, root)):
+        write_options(job.opt, osp.join(root, 'experiments', job.name, 'run_options.yml'))
+        return None
+    with open(job.log_path, errors='replace') as f:
+        tail = ''.join(f.readlines()[-15:])
+    return f'run {job.name} failed (exit code {code}, log {job.log_path}):\n{tail}'
+
+
+def _raise_exit(signum, frame) -> None:
+    raise SystemExit(f'stopped by signal {signum}')
+
+
+def run_jobs(jobs: List[TrainJob], parallel: int = 1, root: str = '.', poll_s: float = 2., force: bool = False,
+             threads: int = 1) -> List[str]:
+    """Train every job that is not trained yet, ``parallel`` at a time, each with a progress bar.
+
+    Args:
+        jobs (list[TrainJob]): runs, started in this order.
+        parallel (int): runs at once. Default: 1.
+        root (str): working directory of the runs (``datasets/`` and ``experiments/`` are relative to it).
+        poll_s (float): seconds between two looks at the logs. Default: 2.
+        force (bool): train even the runs that are already trained. Default: False.
+        threads (int): torch threads per run. Default: 1: on a busy CPU a multi-threaded run spends most of its time
+            waiting for its own descheduled threads (measured 10x slower), so use processes, not threads.
+
+    Returns:
+        list[str]: names of the runs trained now (reused runs are not listed).
+
+    Raises:
+        RuntimeError: after the other runs finished, when at least one run failed; the message holds its log tail.
+    """
+    pending = [job for job in jobs if force or not is_trained(job.opt, root)]
+    running: Dict[int, TrainJob] = {}  # progress-bar slot -> job
+    bars: Dict[str, tqdm] = {}
+    errors, trained = [], []
+    previous = signal.signal(signal.SIGTERM, _raise_exit)  # a killed script takes its runs with it
+    try:
+        while pending or running:
+            for slot in range(parallel):
+                if slot not in running and pending:
+                    job = running[slot] = pending.pop(0)
+                    _start(job, root, threads)
+                    bars[job.name] = tqdm(total=job.total_iter, desc=job.label or job.name, position=slot, unit='it',
+                                          leave=True, dynamic_ncols=True)
+            time.sleep(poll_s)
+            for slot, job in list(running.items()):
+                bar = bars[job.name]
+                done = last_logged_iter(job.log_path)
+                if done > bar.n:
+                    bar.update(done - bar.n)
+                if job.process.poll() is not None:
+                    del running[slot]
+                    bar.close()
+                    error = _finish(job, root)
+                    if error:
+                        errors.append(error)
+                    else:
+                        trained.append(job.name)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        for job in running.values():  # interrupted: do not leave orphans behind
+            job.process.terminate()
+    if errors:
+        raise RuntimeError('\n\n'.join(errors))
+    return trained

@@ -1,0 +1,110 @@
+"""Scores of trained networks on the photo sets of :mod:`facd_basicsr.utils.demo_data`, and the tables built on them.
+
+PSNR and SSIM are BasicSR's ``calculate_psnr`` / ``calculate_ssim`` on the Y channel with ``crop_border = scale``
+(the FAKD / FACD protocol), computed on 8-bit outputs as BasicSR's validation does. A run's score on a set is the mean
+over its photos; a table row is the mean ± sample standard deviation (n - 1) of that score over seeds.
+"""
+import glob
+import math
+import os.path as osp
+from typing import Dict, List, Mapping, Sequence, Tuple
+
+import cv2
+import numpy as np
+import torch
+from basicsr.archs import build_network
+from basicsr.metrics import calculate_psnr, calculate_ssim
+from basicsr.utils import img2tensor, tensor2img
+from basicsr.utils.matlab_functions import imresize
+
+from facd_basicsr.utils.checkpoint import load_strictly, read_state_dict
+
+Pair = Tuple[np.ndarray, np.ndarray]  # (LR, GT), uint8 BGR (H, W, 3)
+
+
+def read_pairs(split_folder: str, scale: int) -> Dict[str, Pair]:
+    """``{stem: (lr, gt)}`` from ``split_folder/gt/*.png`` and ``split_folder/lq_x{scale}/*.png``."""
+    gt_paths = sorted(glob.glob(osp.join(split_folder, 'gt', '*.png')))
+    if not gt_paths:
+        raise FileNotFoundError(f'no ground-truth PNG in {osp.join(split_folder, "gt")}')
+    pairs = {}
+    for gt_path in gt_paths:
+        stem = osp.splitext(osp.basename(gt_path))[0]
+        lq_path = osp.join(split_folder, f'lq_x{scale}', f'{stem}.png')
+        if not osp.isfile(lq_path):
+            raise FileNotFoundError(f'{lq_path} (the LR twin of {gt_path}) is missing')
+        pairs[stem] = (cv2.imread(lq_path, cv2.IMREAD_COLOR), cv2.imread(gt_path, cv2.IMREAD_COLOR))
+    return pairs
+
+
+def image_scores(sr: np.ndarray, gt: np.ndarray, scale: int) -> Dict[str, float]:
+    """``{'psnr': dB, 'ssim': ...}`` of a uint8 BGR output against its GT, Y channel, ``scale`` border pixels cut."""
+    return {
+        'psnr': float(calculate_psnr(sr, gt, crop_border=scale, test_y_channel=True)),
+        'ssim': float(calculate_ssim(sr, gt, crop_border=scale, test_y_channel=True)),
+    }
+
+
+def bicubic_upscale(lr: np.ndarray, scale: int) -> np.ndarray:
+    """MATLAB-style bicubic upscale of a uint8 BGR image; uint8 back."""
+    up = imresize(lr.astype(np.float64) / 255., scale)
+    return np.clip(np.round(up * 255.), 0, 255).astype(np.uint8)
+
+
+def load_network(network_opt: Mapping, weights: str, param_key: str = 'params') -> torch.nn.Module:
+    """Build ``network_opt`` (a ``network_g`` block) and load ``weights[param_key]`` strictly; eval mode, CPU."""
+    net = build_network(dict(network_opt))
+    load_strictly(net, read_state_dict(weights, param_key, 'weights'), True, weights)
+    return net.eval()
+
+
+@torch.no_grad()
+def upscale(net: torch.nn.Module, lr: np.ndarray) -> np.ndarray:
+    """Run ``net`` on one uint8 BGR image (RGB [0, 1] tensor in, as BasicSR's datasets feed it); uint8 BGR out."""
+    tensor = img2tensor(lr.astype(np.float32) / 255., bgr2rgb=True, float32=True).unsqueeze(0)
+    return tensor2img(net(tensor).clamp(0, 1), rgb2bgr=True)
+
+
+def score_outputs(outputs: Mapping[str, np.ndarray], pairs: Mapping[str, Pair], scale: int) -> Dict[str, dict]:
+    """Per-image scores ``{stem: {'psnr', 'ssim'}}`` of ``outputs`` (stem -> uint8 BGR) against the pairs' GT."""
+    return {stem: image_scores(outputs[stem], gt, scale) for stem, (_, gt) in pairs.items()}
+
+
+def mean_scores(per_image: Mapping[str, Mapping[str, float]]) -> Dict[str, float]:
+    """Average each metric over the images: ``{'psnr': ..., 'ssim': ...}``."""
+    metrics = next(iter(per_image.values())).keys()
+    return {m: float(np.mean([scores[m] for scores in per_image.values()])) for m in metrics}
+
+
+def mean_std(values: Sequence[float]) -> Tuple[float, float]:
+    """Mean and sample standard deviation (n - 1 in the denominator; 0 for a single value)."""
+    if not values:
+        raise ValueError('mean_std needs at least one value')
+    mean = sum(values) / len(values)
+    if len(values) == 1:
+        return mean, 0.
+    return mean, math.sqrt(sum((v - mean)**2 for v in values) / (len(values) - 1))
+
+
+def format_mean_std(values: Sequence[float], digits: int) -> str:
+    """``'27.812 ± 0.014'`` (or just the value for a single run)."""
+    mean, std = mean_std(values)
+    return f'{mean:.{digits}f}' if len(values) == 1 else f'{mean:.{digits}f} ± {std:.{digits}f}'
+
+
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """A GitHub markdown table; the first column is left-aligned, the others right-aligned."""
+    lines = ['| ' + ' | '.join(header) + ' |', '|' + '|'.join([':---'] + ['---:'] * (len(header) - 1)) + '|']
+    lines += ['| ' + ' | '.join(str(c) for c in row) + ' |' for row in rows]
+    return '\n'.join(lines) + '\n'
+
+
+def split_scores(net: torch.nn.Module, pairs: Mapping[str, Pair], scale: int) -> Tuple[Dict, Dict[str, np.ndarray]]:
+    """Per-image scores of ``net`` on ``pairs``, and its outputs (stem -> uint8 BGR)."""
+    outputs = {stem: upscale(net, lr) for stem, (lr, _) in pairs.items()}
+    return score_outputs(outputs, pairs, scale), outputs
+
+
+def seed_values(runs: Sequence[Mapping], split: str, metric: str) -> List[float]:
+    """One value per run from records ``{'scores': {split: {metric: ...}}}``."""
+    return [run['scores'][split][metric] for run in runs]

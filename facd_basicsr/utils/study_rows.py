@@ -1,0 +1,91 @@
+"""The named rows of ``make mini-table`` and of the FACD study (scripts/study.py): one registry, shared run names.
+
+A row's run is ``{prefix}_{key}_s{seed}``; the mini-table and the study use the same prefix, so a row that appears in
+both is trained once. Row keys encode the knobs (``facd_l1_w1e-2_always``), so a key never changes meaning: when the
+base option file changes, the stored options differ and the run is trained again.
+"""
+from typing import Dict, Mapping, Optional
+
+from facd_basicsr.utils.ablation import Row, baseline_rows, feature_row
+
+PREFIX = 'abl'
+FACD_LOSS = {'type': 'FACDContrastiveLoss', 'form': 'ratio', 'distance': 'l1', 'num_negatives': None,
+             'normalize': False}
+
+
+def tag(weight: float) -> str:
+    """Compact weight tag for run names: 0.01 -> '1e-2', 3e-3 -> '3e-3', 10 -> '1e1'."""
+    mantissa, exponent = f'{weight:.0e}'.split('e')
+    return f'{mantissa}e{int(exponent)}'
+
+
+def fd_row(weight: float, criterion: str = 'l1') -> Row:
+    return feature_row(f'fd_{criterion}_w{tag(weight)}', f'output KD + conventional FD ({criterion}), w {weight:g}',
+                       {'type': 'FeatureDistillLoss', 'loss_weight': weight, 'criterion': criterion})
+
+
+def fakd_row(weight: float) -> Row:
+    return feature_row(f'fakd_w{tag(weight)}', f'output KD + FAKD affinity, w {weight:g}',
+                       {'type': 'FAKDAffinityLoss', 'loss_weight': weight})
+
+
+def gate_name(gate: Optional[Mapping]) -> str:
+    """'always', 'teacher_better' (margin 0), 'teacher_better_m0.5' or 'top0.5' (fraction)."""
+    if gate is None or gate['mode'] == 'always':
+        return 'always'
+    if gate['mode'] == 'top_fraction':
+        return f'top{gate["fraction"]:g}'
+    margin = gate.get('margin', 0.)
+    return 'teacher_better' if margin == 0 else f'teacher_better_m{margin:g}'
+
+
+def facd_row(weight: float, gate: Optional[Mapping] = None, suffix: str = '', note: str = '', **loss) -> Row:
+    """An output KD + FACD contrastive row; ``loss`` overrides :data:`FACD_LOSS`; gate 'always' unless given."""
+    opt = dict(FACD_LOSS, loss_weight=weight, **loss)
+    gate_tag = gate_name(gate)
+    key = f'facd_{opt["distance"]}_w{tag(weight)}{suffix}_{gate_tag}'
+    if opt['form'] == 'infonce':
+        key = f'facd_infonce_t{tag(opt.get("temperature", 0.1))}_w{tag(weight)}{suffix}_{gate_tag}'
+    form = f'InfoNCE tau {opt.get("temperature", 0.1):g}' if opt['form'] == 'infonce' else f'ratio-{opt["distance"]}'
+    label = f'output KD + FACD {form}{note}, w {weight:g}, gate {gate_tag}'
+    return feature_row(key, label, opt, gate)
+
+
+def knob_rows(weight: float) -> list:
+    """FACD variants at one feature weight: distance, normalisation, negatives, InfoNCE, gate."""
+    return [
+        facd_row(weight, distance='l2'),
+        facd_row(weight, distance='cosine'),
+        facd_row(weight, suffix='_norm', note=' on unit C-vectors', normalize=True),
+        facd_row(weight, suffix='_k1', note=', K=1 negative', num_negatives=1),
+        facd_row(weight, suffix='_k4', note=', K=4 negatives', num_negatives=4),
+        facd_row(weight, form='infonce', temperature=0.1),
+        facd_row(weight, form='infonce', temperature=0.5),
+        facd_row(weight, {'mode': 'teacher_better', 'margin': 0.}),
+        facd_row(weight, {'mode': 'teacher_better', 'margin': 1.}),
+        facd_row(weight, {'mode': 'top_fraction', 'fraction': 0.5}),
+    ]
+
+
+def registry() -> Dict[str, Row]:
+    """Every row by key."""
+    rows = baseline_rows()
+    rows += [fd_row(w) for w in (1e-2, 1e-1, 1.)] + [fd_row(1e-1, 'l2')]
+    rows += [fakd_row(w) for w in (1., 10.)]
+    rows += [facd_row(w) for w in (1e-3, 3e-3, 1e-2, 3e-2, 1e-1)]
+    rows += knob_rows(KNOB_WEIGHT)
+    return {row.key: row for row in rows}
+
+
+def _keys(rows: list) -> tuple:
+    return tuple(row.key for row in rows)
+
+
+# The weight at which the other FACD knobs are explored: the best ratio-l1 weight of the 'weights' group.
+KNOB_WEIGHT = 1e-2
+GROUPS = {
+    'weights': ('scratch', 'kd', 'fd_l1_w1e-2', 'fd_l1_w1e-1', 'fd_l1_w1e0', 'facd_l1_w1e-3_always',
+                'facd_l1_w3e-3_always', 'facd_l1_w1e-2_always', 'facd_l1_w3e-2_always', 'facd_l1_w1e-1_always'),
+    'baselines': ('scratch', 'tinit', 'kd', 'fd_l2_w1e-1', 'fakd_w1e0', 'fakd_w1e1'),
+    'knobs': ('scratch', 'kd', f'facd_l1_w{tag(KNOB_WEIGHT)}_always') + _keys(knob_rows(KNOB_WEIGHT)),
+}

@@ -1,0 +1,106 @@
+"""make demo: FACD end to end on real photos that ship with scikit-image, on the CPU, in minutes.
+
+1. builds datasets/facd_demo (x2 tiles of 5 training photos; 2 other photos to validate on; LMDB via BasicSR);
+2. trains the teacher of options/demo/train_teacher_demo_x2.yml (reused when experiments/ already holds it);
+3. trains the student twice, from scratch and with FACD (options/demo/train_{scratch,FACD}_demo_x2.yml), side by side;
+4. prints bicubic / teacher / scratch / FACD PSNR and SSIM (Y channel) on the validation photos and writes
+   results/demo/scores.md and results/demo/comparison.png (one crop of every output next to the ground truth).
+
+Usage (from the repository root): python scripts/demo.py [--retrain] [--parallel 2]
+"""
+import argparse
+import os.path as osp
+import sys
+import time
+
+sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
+
+import facd_basicsr  # noqa: E402,F401  (compat alias before basicsr)
+from facd_basicsr.utils.demo_data import build_demo_sets  # noqa: E402
+from facd_basicsr.utils.experiment import REPO_ROOT, TrainJob, latest_weights, load_options, run_jobs  # noqa: E402
+from facd_basicsr.utils.figures import comparison_image, pick_crop, save_png  # noqa: E402
+from facd_basicsr.utils.scoring import (bicubic_upscale, image_scores, load_network, markdown_table,  # noqa: E402
+                                        mean_scores, read_pairs, score_outputs, upscale)
+
+OPTIONS = osp.join(REPO_ROOT, 'options', 'demo')
+DATA = 'datasets/facd_demo'
+OUT = 'results/demo'
+CROP = 64  # px of GT shown per panel
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('--retrain', action='store_true', help='train the two students again even if they exist')
+    parser.add_argument('--parallel', type=int, default=2, help='student runs at once (default 2, one per core)')
+    return parser.parse_args()
+
+
+def train_teacher() -> dict:
+    """Train the teacher unless its weights already exist; returns its options."""
+    opt = load_options(osp.join(OPTIONS, 'train_teacher_demo_x2.yml'))
+    if osp.isfile(latest_weights(opt['name'])):
+        print(f'[2/4] teacher: reusing {latest_weights(opt["name"])}')
+        return opt
+    print('[2/4] teacher: training EDSR 8x16 (all cores)')
+    run_jobs([TrainJob(opt, f'{OUT}/options/teacher.yml', f'{OUT}/logs/teacher.log', 'teacher')], parallel=1)
+    return opt
+
+
+def train_students(retrain: bool, parallel: int) -> dict:
+    """Train the scratch and the FACD student (same data, batch, iterations); returns ``{label: options}``."""
+    opts = {
+        'scratch': load_options(osp.join(OPTIONS, 'train_scratch_demo_x2.yml')),
+        'FACD': load_options(osp.join(OPTIONS, 'train_FACD_demo_x2.yml')),
+    }
+    print('[3/4] students: EDSR 2x16 from scratch and with FACD, side by side')
+    jobs = [TrainJob(opt, f'{OUT}/options/{k}.yml', f'{OUT}/logs/{k}.log', k) for k, opt in opts.items()]
+    trained = run_jobs(jobs, parallel=parallel, force=retrain)
+    for label, opt in opts.items():
+        if opt['name'] not in trained:
+            print(f'      {label}: reusing {latest_weights(opt["name"])}')
+    return opts
+
+
+def evaluate(networks: dict) -> tuple:
+    """Outputs and mean scores of bicubic and of each network on the validation photos."""
+    pairs = read_pairs(osp.join(DATA, 'select'), 2)
+    outputs = {'bicubic': {stem: bicubic_upscale(lr, 2) for stem, (lr, _) in pairs.items()}}
+    for label, opt in networks.items():
+        net = load_network(opt['network_g'], latest_weights(opt['name']))
+        outputs[label] = {stem: upscale(net, lr) for stem, (lr, _) in pairs.items()}
+    scores = {label: mean_scores(score_outputs(out, pairs, 2)) for label, out in outputs.items()}
+    return pairs, outputs, scores
+
+
+def write_results(pairs: dict, outputs: dict, scores: dict, networks: dict) -> str:
+    """Print and save the score table; write the crop comparison; returns the table."""
+    names = {'bicubic': 'bicubic (MATLAB)', 'teacher': 'teacher EDSR 8x16', 'scratch': 'student EDSR 2x16, scratch',
+             'FACD': 'student EDSR 2x16, FACD'}
+    rows = [[names[k], f'{scores[k]["psnr"]:.3f}', f'{scores[k]["ssim"]:.4f}'] for k in names]
+    table = markdown_table(['x2, photos ' + ' + '.join(pairs), 'PSNR-Y (dB)', 'SSIM-Y'], rows)
+    stem = next(iter(pairs))
+    gt = pairs[stem][1]
+    box = (*pick_crop(gt, CROP), CROP)
+    panels = [(f'{k} {image_scores(outputs[k][stem], gt, 2)["psnr"]:.2f} dB', outputs[k][stem])
+              for k in ('bicubic', 'scratch', 'FACD', 'teacher')]
+    save_png(comparison_image(panels + [('ground truth', gt)], box), f'{OUT}/comparison.png')
+    with open(f'{OUT}/scores.md', 'w') as f:
+        f.write(table + f'\nComparison crop: {stem}, GT box (top, left, size) = {box}\n')
+    return table
+
+
+def main() -> None:
+    args = parse_args()
+    start = time.time()
+    print(f'[1/4] data: {DATA} (train tiles / validation photos, folders + LMDB)')
+    build_demo_sets(DATA)
+    networks = {'teacher': train_teacher()}
+    networks.update(train_students(args.retrain, args.parallel))
+    print('[4/4] scoring on the validation photos')
+    pairs, outputs, scores = evaluate(networks)
+    print('\n' + write_results(pairs, outputs, scores, networks))
+    print(f'Wrote {OUT}/scores.md and {OUT}/comparison.png; wall time {time.time() - start:.0f} s')
+
+
+if __name__ == '__main__':
+    main()

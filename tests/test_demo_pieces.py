@@ -1,0 +1,171 @@
+"""The machinery of make demo / make mini-table: data builder, option overrides, run bookkeeping, scores, pictures."""
+import importlib.util
+import math
+import os.path as osp
+
+import cv2
+import lmdb
+import numpy as np
+import pytest
+import torch
+from basicsr.data.paired_image_dataset import PairedImageDataset
+
+from facd_basicsr.utils.ablation import Row, results_table
+from facd_basicsr.utils.demo_data import build_train_tiles, cut_tiles
+from facd_basicsr.utils.experiment import (DELETE, TrainJob, is_trained, last_logged_iter, latest_weights, load_options,
+                                           run_jobs, with_overrides, write_options)
+from facd_basicsr.utils.figures import LABEL_HEIGHT, PANEL_GAP, bar_chart, comparison_image, pick_crop
+from facd_basicsr.utils.sample_data import bicubic_lr, load_photo, make_gt
+from facd_basicsr.utils.scoring import format_mean_std, markdown_table, mean_std, upscale
+from facd_basicsr.utils.study_rows import registry
+
+from conftest import REPO_ROOT
+
+DEMO_FACD = osp.join(REPO_ROOT, 'options', 'demo', 'train_FACD_demo_x2.yml')
+
+
+def test_train_tiles_are_aligned_pairs_in_lmdb(tmp_path):
+    count = build_train_tiles(str(tmp_path), ['chelsea'], scale=2, tile=96)
+    gt_photo = make_gt(load_photo('chelsea'), 2, None)  # 300 x 451 -> 300 x 450: 3 x 4 tiles at most
+    assert 1 <= count <= 12
+    with lmdb.open(str(tmp_path / 'gt.lmdb'), readonly=True, lock=False) as env, env.begin() as txn:
+        keys = sorted(k.decode() for k, _ in txn.cursor())
+    assert keys == [f'chelsea_{k:03d}' for k in range(count)]
+    meta = open(tmp_path / 'lq_x2.lmdb' / 'meta_info.txt').read().split('\n')
+    assert meta[0] == 'chelsea_000.png (48,48,3) 1'
+    # the first kept tile is an exact cut of the whole GT photo and of its bicubic LR
+    gt_tile = cv2.imread(str(tmp_path / 'gt' / 'chelsea_000.png'))
+    lq_tile = cv2.imread(str(tmp_path / 'lq_x2' / 'chelsea_000.png'))
+    lq_photo = bicubic_lr(gt_photo, 2)
+    hits = [(t, x) for t in range(0, 205, 96) for x in range(0, 355, 96)
+            if np.array_equal(gt_photo[t:t + 96, x:x + 96], gt_tile)]
+    assert len(hits) == 1
+    top, left = hits[0]
+    np.testing.assert_array_equal(lq_tile, lq_photo[top // 2:top // 2 + 48, left // 2:left // 2 + 48])
+
+    dataset = PairedImageDataset({
+        'dataroot_gt': str(tmp_path / 'gt.lmdb'), 'dataroot_lq': str(tmp_path / 'lq_x2.lmdb'),
+        'io_backend': {'type': 'lmdb'}, 'phase': 'train', 'scale': 2, 'gt_size': 48, 'use_hflip': True,
+        'use_rot': True})
+    item = dataset[0]
+    assert len(dataset) == count and item['gt'].shape == (3, 48, 48) and item['lq'].shape == (3, 24, 24)
+
+
+def test_flat_tiles_are_dropped_and_keys_stay_dense():
+    gt = np.zeros((8, 12, 3), np.uint8)
+    gt[:, 4:8] = np.random.default_rng(0).integers(0, 255, (8, 4, 3))  # only the middle 4 x 4 tiles have detail
+    gts, lqs = cut_tiles('x', gt, gt[::2, ::2], scale=2, tile=4, min_std=8.)
+    assert sorted(gts) == ['x_000', 'x_001']
+    np.testing.assert_array_equal(gts['x_000'], gt[0:4, 4:8])
+    np.testing.assert_array_equal(gts['x_001'], gt[4:8, 4:8])
+    np.testing.assert_array_equal(lqs['x_001'], gt[::2, ::2][2:4, 2:4])
+
+
+def test_overrides_copy_set_create_replace_and_delete():
+    base = load_options(DEMO_FACD)
+    assert base['train']['optim_g']['lr'] == 5e-4 and base['path']['resume_state'] is None
+    new = with_overrides(base, {'train.feature_opt.loss_weight': 0.1, 'distill.gate': {'mode': 'always'},
+                                'train.kd_opt': DELETE, 'a.b': 1})
+    assert new['train']['feature_opt'] == dict(base['train']['feature_opt'], loss_weight=0.1)
+    assert new['distill']['gate'] == {'mode': 'always'} and 'kd_opt' not in new['train'] and new['a'] == {'b': 1}
+    assert base['train']['feature_opt']['loss_weight'] == 0.01 and 'kd_opt' in base['train']  # untouched
+    with pytest.raises(KeyError, match='no such key'):
+        with_overrides(base, {'train.no_such_opt': DELETE})
+    with pytest.raises(KeyError, match='not a mapping'):
+        with_overrides(base, {'name.x': 1})
+
+
+def test_written_options_read_back_equal(tmp_path):
+    opt = with_overrides(load_options(DEMO_FACD), {'val.val_freq': 1e9})
+    assert load_options(write_options(opt, str(tmp_path / 'sub' / 'o.yml'))) == opt
+
+
+def test_last_logged_iter_reads_basicsr_progress_lines(tmp_path):
+    log = tmp_path / 'log.txt'
+    assert last_logged_iter(str(log)) == 0
+    log.write_text('INFO: Start training from epoch: 0, iter: 0\n'
+                   'INFO: [demo_..][epoch:  0, iter:     950, lr:(1.0e-04,)] [eta: 0:01:00] l_pix: 1e-2\n'
+                   'INFO: [demo_..][epoch:  1, iter:   1,500, lr:(1.0e-06,)] [eta: 0:00:00] l_pix: 1e-2\n')
+    assert last_logged_iter(str(log)) == 1500
+
+
+def test_run_jobs_trains_then_reuses(run_dir):
+    opt = with_overrides(load_options(osp.join(REPO_ROOT, 'options', 'tiny', 'train_teacher_tiny_x2.yml')), {
+        'name': 'pieces_run', 'train.total_iter': 3, 'logger.print_freq': 1, 'logger.use_tb_logger': False,
+        'val': DELETE})
+    job = TrainJob(opt, str(run_dir / 'gen' / 'o.yml'), str(run_dir / 'logs' / 'o.log'))
+    assert run_jobs([job], root=str(run_dir), poll_s=0.2) == ['pieces_run']
+    assert osp.isfile(latest_weights('pieces_run', str(run_dir))) and is_trained(opt, str(run_dir))
+    assert last_logged_iter(job.log_path) == 3
+    assert run_jobs([job], root=str(run_dir), poll_s=0.2) == []  # same options: reused
+    assert not is_trained(with_overrides(opt, {'train.total_iter': 4}), str(run_dir))
+
+
+def test_mean_std_and_table_on_known_numbers():
+    mean, std = mean_std([1., 2., 3., 4.])
+    assert mean == 2.5 and math.isclose(std, math.sqrt(5 / 3))
+    assert mean_std([7.]) == (7., 0.)
+    assert format_mean_std([27.8, 27.9, 28.0], 3) == '27.900 ± 0.100'
+    assert markdown_table(['row', 'PSNR'], [['a', '1.0']]) == '| row | PSNR |\n|:---|---:|\n| a | 1.0 |\n'
+
+
+def test_upscale_keeps_colour_order_and_size():
+    lr = np.random.default_rng(1).integers(0, 256, (5, 7, 3), dtype=np.uint8)
+    out = upscale(torch.nn.Upsample(scale_factor=2, mode='nearest'), lr)
+    np.testing.assert_array_equal(out, lr.repeat(2, 0).repeat(2, 1))
+
+
+def test_comparison_image_layout_and_pixels():
+    rng = np.random.default_rng(2)
+    images = [rng.integers(0, 256, (40, 50, 3), dtype=np.uint8) for _ in range(5)]
+    panels = [(f'method {i}', img) for i, img in enumerate(images)]
+    out = comparison_image(panels, (3, 5, 16), zoom=3)
+    assert out.shape == (LABEL_HEIGHT + 48, 5 * 48 + 4 * PANEL_GAP, 3)
+    second = out[LABEL_HEIGHT:, 48 + PANEL_GAP:2 * 48 + PANEL_GAP]
+    np.testing.assert_array_equal(second, images[1][3:19, 5:21].repeat(3, 0).repeat(3, 1))
+    assert (out[:LABEL_HEIGHT] < 128).any()  # a label was drawn
+    with pytest.raises(ValueError, match='differ in size'):
+        comparison_image([('a', images[0]), ('b', images[0][:20])], (0, 0, 8))
+
+
+def test_pick_crop_finds_the_detailed_window():
+    img = np.full((64, 64, 3), 128, np.uint8)
+    img[32:48, 16:32] = np.random.default_rng(3).integers(0, 256, (16, 16, 3))
+    assert pick_crop(img, 16) == (32, 16)
+
+
+def test_bar_chart_writes_a_png(tmp_path):
+    path = bar_chart(['scratch', 'KD', 'FACD'], [27.80, 27.86, 27.88], [0.01, 0.02, 0.0], str(tmp_path / 'b.png'),
+                     'test', reference=27.80)
+    img = cv2.imread(path)
+    assert img is not None and img.shape[1] == 700
+
+
+def _record(seed, select_psnr, report_psnr, gate=float('nan')):
+    scores = {'select': {'psnr': select_psnr, 'ssim': 0.9}, 'report': {'psnr': report_psnr, 'ssim': 0.8}}
+    return {'options': {'manual_seed': seed}, 'scores': scores, 'gate_on': gate}
+
+
+def test_results_table_pairs_seeds_against_scratch():
+    rows = [Row('scratch', 'scratch', 'scratch'), Row('kd', 'KD', 'facd')]
+    records = {'scratch': [_record(0, 27.0, 30.0), _record(1, 27.2, 30.2)],
+               'kd': [_record(1, 27.4, 30.1, 1.0), _record(0, 27.1, 30.1, 0.5)]}
+    lines = results_table(rows, records).splitlines()
+    assert lines[2] == ('| scratch | 2 | 27.100 ± 0.141 | 0.9000 ± 0.0000 | — | 30.100 ± 0.141 | 0.8000 ± 0.0000 | — '
+                        '| — |')
+    # deltas pair seed with seed: select +0.1 and +0.2, report +0.1 and -0.1
+    assert lines[3] == ('| KD | 2 | 27.250 ± 0.212 | 0.9000 ± 0.0000 | 0.150 ± 0.071 | 30.100 ± 0.000 | '
+                        '0.8000 ± 0.0000 | 0.000 ± 0.141 | 75 % |')
+
+
+def test_mini_table_facd_row_is_the_option_file_default():
+    spec = importlib.util.spec_from_file_location('mini_table', osp.join(REPO_ROOT, 'scripts', 'mini_table.py'))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    rows = registry()
+    assert all(key in rows for key in module.MINI_TABLE_ROWS)
+    assert module.MINI_TABLE_ROWS[-1] == 'facd_l1_w1e-2_teacher_better'
+    generated = rows[module.MINI_TABLE_ROWS[-1]].options(3, 'x')
+    assert (generated['name'], generated['manual_seed']) == ('x_facd_l1_w1e-2_teacher_better_s3', 3)
+    assert with_overrides(generated, {'name': DELETE, 'manual_seed': DELETE}) == with_overrides(
+        load_options(DEMO_FACD), {'name': DELETE, 'manual_seed': DELETE})
