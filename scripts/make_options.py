@@ -51,7 +51,8 @@ VARIANTS = {
            "  feature_opt:\n    type: FeatureDistillLoss\n    loss_weight: 0.1\n    criterion: l1\n", True,
            "    mode: always\n"),
     'FAKD': ('FACDModel', 'FAKD spatial-affinity distillation + output KD',
-             "  feature_opt:\n    type: FAKDAffinityLoss\n    loss_weight: 10.0  # FAKD: 10*SA with alpha 0.5\n    max_positions: 1024\n", True,
+             "  feature_opt:\n    type: FAKDAffinityLoss\n    loss_weight: 10.0  # FAKD: 10*SA with alpha 0.5\n"
+             "    max_positions: 1024\n", True,
              "    mode: always\n"),
     'KD': ('FACDModel', 'output KD only (pixel + L1 to the teacher output)', None, True, "    mode: always\n"),
     'Scratch': ('SRModel', 'student from scratch (L1 to the ground truth only)', None, False, None),
