@@ -38,9 +38,12 @@ def plain_forward(net, lq):
 def test_float32_path_is_bit_identical_to_a_plain_forward(lq):
     net = make_teacher()
     expected = plain_forward(net, lq)
+    returned = []
+    net.register_forward_hook(lambda module, inputs, output: returned.append(output))
     out = TeacherRunner(net)(lq)
     assert out.dtype == torch.float32
     assert torch.equal(out, expected)
+    assert out.data_ptr() == returned[0].data_ptr()  # no extra copy of the output on the float32 path
 
 
 def test_output_has_no_graph_but_serves_as_a_loss_target(lq):

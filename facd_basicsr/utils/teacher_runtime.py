@@ -119,4 +119,6 @@ class TeacherRunner:
         else:
             with torch.autocast(device_type=lq.device.type, dtype=AMP_DTYPES[self.amp]):
                 out = self._forward(lq)
-        return out.to(torch.float32, memory_format=torch.contiguous_format)
+        if out.dtype != torch.float32 or not out.is_contiguous():
+            out = out.to(torch.float32, memory_format=torch.contiguous_format)
+        return out
