@@ -30,6 +30,16 @@ def run_dir(sample_root, tmp_path):
     return tmp_path
 
 
+@pytest.fixture(scope='module')
+def one_thread():
+    """One intra-op thread for a module of tiny-net tests: faster on a shared 2-core machine (restored after)."""
+    import torch
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def run_python(args, cwd, env=None, timeout=600):
     """Run ``python args...`` in ``cwd`` with the test interpreter; returns the CompletedProcess (never raises)."""
     full_env = dict(os.environ)

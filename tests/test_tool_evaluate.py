@@ -35,13 +35,7 @@ def _save_hr_lr(set_dir, photos, size, lr_names=None):
     return hrs
 
 
-@pytest.fixture(autouse=True, scope='module')
-def one_thread():
-    """Tiny nets on a shared 2-core machine: one intra-op thread avoids thread contention (restored after)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures('one_thread')
 
 
 @pytest.fixture(scope='module')

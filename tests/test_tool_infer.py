@@ -25,13 +25,7 @@ def _tiny_edsr(seed=0):
     return EDSR(**{k: v for k, v in TINY_EDSR.items() if k != 'type'}).eval()
 
 
-@pytest.fixture(autouse=True, scope='module')
-def one_thread():
-    """Tiny nets on a shared 2-core machine: one intra-op thread avoids thread contention (restored after)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures('one_thread')
 
 
 @pytest.fixture(scope='module')

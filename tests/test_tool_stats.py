@@ -11,13 +11,7 @@ STUDENT = {'type': 'EDSR', 'num_in_ch': 3, 'num_out_ch': 3, 'num_feat': 8, 'num_
 TEACHER = dict(STUDENT, num_feat=16, num_block=2)
 
 
-@pytest.fixture(autouse=True, scope='module')
-def one_thread():
-    """Tiny nets on a shared 2-core machine: one intra-op thread avoids thread contention (restored after)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures('one_thread')
 
 
 def _edsr_flops_by_hand(nf, nb, h, w):
