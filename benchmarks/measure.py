@@ -1,0 +1,89 @@
+"""Measuring helpers of the benchmarks: round-robin medians, peak step memory on CPU or CUDA, resident bytes, and
+real-photo batches."""
+import statistics
+import time
+from typing import Callable, Dict, List
+
+import numpy as np
+import torch
+from torch import nn
+
+from facd_basicsr.utils.sample_data import bicubic_lr
+
+# real photos (scikit-image) for training-like batches and, disjoint from them, for evaluation patches
+FIT_PHOTOS, EVAL_PHOTOS = ('astronaut', 'coffee', 'chelsea', 'rocket'), ('hubble_deep_field', 'motorcycle_left')
+
+
+def photo_batch(photos: List[np.ndarray], batch: int, lr_size: int, scale: int, rng: np.random.Generator,
+                device: str) -> Dict:
+    """Random GT crops of uint8 BGR photos and their MATLAB-bicubic LR: {'lq': (B, 3, h, w), 'gt': (B, 3, sh, sw)}."""
+    gts, lqs = [], []
+    for _ in range(batch):
+        img = photos[rng.integers(len(photos))]
+        size = lr_size * scale
+        top, left = rng.integers(0, img.shape[0] - size), rng.integers(0, img.shape[1] - size)
+        gts.append(np.ascontiguousarray(img[top:top + size, left:left + size]))
+        lqs.append(bicubic_lr(gts[-1], scale))
+
+    def to_tensor(imgs):  # uint8 BGR (H, W, 3) -> float RGB (N, 3, H, W) in [0, 1]
+        return torch.from_numpy(np.stack(imgs)[..., ::-1].copy()).permute(0, 3, 1, 2).float().div(255.).to(device)
+
+    return {'lq': to_tensor(lqs), 'gt': to_tensor(gts)}
+
+
+def sync(device: str) -> None:
+    if device != 'cpu':
+        torch.cuda.synchronize()
+
+
+def round_robin(cases: Dict[str, Callable], device: str, warmup: int, repeats: int) -> Dict[str, List[float]]:
+    """Seconds of each call after warm-up, per case; one call of each case per round, the starting case rotating from
+    round to round (entry r of every list comes from the same round)."""
+    names, times = list(cases), {name: [] for name in cases}
+    for r in range(warmup + repeats):
+        for name in names[r % len(names):] + names[:r % len(names)]:
+            sync(device)
+            start = time.perf_counter()
+            cases[name]()
+            sync(device)
+            if r >= warmup:
+                times[name].append(time.perf_counter() - start)
+    return times
+
+
+def medians(times: Dict[str, List[float]]) -> Dict[str, float]:
+    return {name: statistics.median(ts) for name, ts in times.items()}
+
+
+def step_peak_bytes(fn: Callable, device: str) -> int:
+    """Peak bytes allocated during ``fn()`` above what was allocated when it started (see the module docstring)."""
+    if device != 'cpu':
+        sync(device)
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+        fn()
+        sync(device)
+        return torch.cuda.max_memory_allocated() - base
+    from torch.profiler import ProfilerActivity, profile
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        fn()
+    events = sorted((e.start_ns(), e.nbytes()) for e in prof.profiler.kineto_results.events() if e.name() == '[memory]')
+    running = peak = 0
+    for _, nbytes in events:
+        running += nbytes
+        peak = max(peak, running)
+    return peak
+
+
+def resident_bytes(*objs) -> int:
+    """Bytes of the distinct storages of tensors, of modules' parameters, gradients and buffers, of optimizer states."""
+    tensors = []
+    for obj in objs:
+        if torch.is_tensor(obj):
+            tensors.append(obj)
+        elif isinstance(obj, nn.Module):
+            tensors += [t for p in obj.parameters() for t in (p, p.grad) if t is not None] + list(obj.buffers())
+        else:
+            tensors += [t for state in obj.state.values() for t in state.values() if torch.is_tensor(t)]
+    storages = {t.untyped_storage().data_ptr(): t.untyped_storage().nbytes() for t in tensors}
+    return sum(storages.values())
