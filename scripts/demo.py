@@ -10,6 +10,7 @@ Usage (from the repository root): python scripts/demo.py [--retrain] [--parallel
 """
 import argparse
 import os.path as osp
+import resource
 import sys
 import time
 
@@ -99,7 +100,14 @@ def main() -> None:
     print('[4/4] scoring on the validation photos')
     pairs, outputs, scores = evaluate(networks)
     print('\n' + write_results(pairs, outputs, scores, networks))
-    print(f'Wrote {OUT}/scores.md and {OUT}/comparison.png; wall time {time.time() - start:.0f} s')
+    print(f'Wrote {OUT}/scores.md and {OUT}/comparison.png; wall time {time.time() - start:.0f} s, '
+          f'CPU time {cpu_seconds():.0f} s (this script and its training runs)')
+
+
+def cpu_seconds() -> float:
+    """User + system CPU seconds of this process and of its finished children."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
 if __name__ == '__main__':
