@@ -157,7 +157,9 @@ def test_resume_equals_straight_run_and_keeps_the_teacher(tmp_path):
 
 
 def test_teacher_under_bf16_autocast_gives_float32_targets_and_features(tmp_path):
-    model = build(make_opt(tmp_path, CONTRASTIVE, teacher_amp='bf16', teacher_channels_last=True))
+    model = build(
+        make_opt(tmp_path, CONTRASTIVE, teacher_amp='bf16', teacher_channels_last=True,
+                 teacher_fp32_modules=['conv_last']))
     batch = photo_batches(1)[0]
     with model._recording():
         sr_t = model.run_teacher(batch['lq'])

@@ -39,7 +39,7 @@ from facd_basicsr.utils.registry import register_once
 from facd_basicsr.utils.teacher_runtime import TeacherRunner
 
 DISTILL_KEYS = ('teacher_taps', 'student_taps', 'adapter', 'gate', 'teacher_check', 'teacher_check_images',
-                'dry_run_size', 'teacher_amp', 'teacher_channels_last', 'teacher_compile')
+                'dry_run_size', 'teacher_amp', 'teacher_channels_last', 'teacher_compile', 'teacher_fp32_modules')
 DEFAULT_ADAPTER = {'type': 'FACDAdapter', 'kind': 'conv1x1'}
 
 
@@ -76,7 +76,8 @@ class FACDModel(SRModel):
             self.net_t,
             amp=self.distill_opt.get('teacher_amp'),
             channels_last=self.distill_opt.get('teacher_channels_last', False),
-            compile=self.distill_opt.get('teacher_compile', False))
+            compile=self.distill_opt.get('teacher_compile', False),
+            fp32_modules=self.distill_opt.get('teacher_fp32_modules') or ())
         self.teacher_taps = self.student_taps = None
         self.net_adapter = None
         if self.cri_feat is not None:
