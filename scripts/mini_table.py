@@ -15,7 +15,7 @@ import time
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
 import facd_basicsr  # noqa: E402,F401  (compat alias before basicsr)
-from facd_basicsr.utils.ablation import reference_scores, results_table, score_rows, train_rows  # noqa: E402
+from facd_basicsr.utils.ablation import reference_scores, report_markdown, score_rows, train_rows  # noqa: E402
 from facd_basicsr.utils.figures import bar_chart  # noqa: E402
 from facd_basicsr.utils.scoring import mean_std, seed_values  # noqa: E402
 from facd_basicsr.utils.study_rows import PREFIX, registry  # noqa: E402
@@ -36,14 +36,12 @@ def parse_args() -> argparse.Namespace:
     return parser.parse_args()
 
 
-def write_outputs(rows: list, records: dict, seeds: list, references: dict, md_path: str, png_path: str,
-                  title: str) -> str:
-    """Write the markdown table (with references and the command) and the bar chart; returns the markdown."""
-    ref_lines = [f'- {name}: ' + ', '.join(f'{key} {value:.4f}' for key, value in scores.items())
-                 for name, scores in references.items()]
-    text = (f'# {title}\n\nSeeds {seeds}; PSNR/SSIM on the Y channel, crop 2, mean ± sample std over seeds; '
-            'Δ = paired difference to the scratch run of the same seed.\n\n' + results_table(rows, records) +
-            '\nReferences (teacher EDSR 8x16, bicubic):\n\n' + '\n'.join(ref_lines) + '\n')
+def write_outputs(rows: list, records: dict, seeds: list, md_path: str, png_path: str, title: str) -> str:
+    """Write the markdown table (with references and commands) and the bar chart; returns the markdown."""
+    references = reference_scores()
+    intro = (f'Seeds {seeds}; PSNR/SSIM on the Y channel, crop 2, mean ± sample std over seeds; Δ = paired '
+             'difference to the scratch run of the same seed (same initialisation and data order).')
+    text = report_markdown(title, intro, rows, records, references, script='scripts/mini_table.py')
     with open(md_path, 'w') as f:
         f.write(text)
     shown = [row for row in rows if records.get(row.key)]
@@ -64,8 +62,8 @@ def main() -> None:
     if not args.score_only:
         train_rows(rows, args.seeds, PREFIX, OUT, args.parallel)
     records = score_rows(rows, args.seeds, PREFIX, OUT)
-    text = write_outputs(rows, records, args.seeds, reference_scores(), 'results/mini_table.md',
-                         'results/mini_table.png', 'FACD mini-table, x2, EDSR 2x16 student from EDSR 8x16 teacher')
+    text = write_outputs(rows, records, args.seeds, 'results/mini_table.md', 'results/mini_table.png',
+                         'FACD mini-table, x2, EDSR 2x16 student from EDSR 8x16 teacher')
     print(text)
     print(f'Wrote results/mini_table.md and results/mini_table.png; wall time {time.time() - start:.0f} s')
 

@@ -17,7 +17,7 @@ import time
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
 import facd_basicsr  # noqa: E402,F401  (compat alias before basicsr)
-from facd_basicsr.utils.ablation import reference_scores, results_table, score_rows, train_rows  # noqa: E402
+from facd_basicsr.utils.ablation import reference_scores, report_markdown, score_rows, train_rows  # noqa: E402
 from facd_basicsr.utils.study_rows import GROUPS, PREFIX, registry  # noqa: E402
 
 OUT = 'results/study'
@@ -45,13 +45,10 @@ def main() -> None:
     if not args.score_only:
         train_rows(rows, args.seeds, PREFIX, OUT, args.parallel)
     records = score_rows(rows, args.seeds, PREFIX, OUT)
-    references = reference_scores()
-    ref_lines = [f'- {name}: ' + ', '.join(f'{k} {v:.4f}' for k, v in scores.items()) for name, scores in
-                 references.items()]
-    text = (f'# FACD study: {args.group or "rows"}\n\nSeeds {args.seeds}. Reproduce: python scripts/study.py '
-            f'{"--group " + args.group if args.group else ""} {"--rows " + " ".join(args.rows) if args.rows else ""} '
-            f'--seeds {" ".join(map(str, args.seeds))}\n\n' + results_table(rows, records) + '\n' +
-            '\n'.join(ref_lines) + '\n')
+    intro = (f'Seeds {args.seeds}; PSNR/SSIM on the Y channel, crop 2, mean ± sample std over seeds; Δ = paired '
+             'difference to the scratch run of the same seed (same initialisation and data order).')
+    text = report_markdown(f'FACD study: {args.group or "selected rows"}', intro, rows, records, reference_scores(),
+                           script='scripts/study.py')
     os.makedirs(OUT, exist_ok=True)
     path = osp.join(OUT, f'{args.group or "rows"}.md')
     with open(path, 'w') as f:

@@ -8,11 +8,11 @@ import json
 import os
 import os.path as osp
 from dataclasses import dataclass, field
-from typing import Dict, List, Mapping, Sequence
+from typing import Dict, List, Mapping, Optional, Sequence
 
 from facd_basicsr.utils.demo_data import build_demo_sets
-from facd_basicsr.utils.experiment import (DELETE, REPO_ROOT, TrainJob, latest_weights, load_options, run_jobs,
-                                           with_overrides)
+from facd_basicsr.utils.experiment import (DELETE, REPO_ROOT, TrainJob, is_trained, latest_weights, load_options,
+                                           run_jobs, with_overrides)
 from facd_basicsr.utils.scoring import (bicubic_upscale, format_mean_std, load_network, markdown_table, mean_scores,
                                         read_pairs, score_outputs, seed_values, split_scores)
 
@@ -125,12 +125,12 @@ def score_run(opt: dict, out: str, pairs: Mapping[str, Mapping]) -> dict:
 
 
 def score_rows(rows: Sequence[Row], seeds: Sequence[int], prefix: str, out: str) -> Dict[str, List[dict]]:
-    """``{row.key: [record per seed]}`` for every trained run (missing runs are skipped)."""
+    """``{row.key: [record per seed]}`` for every finished run of the current options (others are skipped)."""
     pairs = {split: read_pairs(osp.join(DATA, split), 2) for split in SPLITS}
     records = {}
     for row in rows:
         opts = [row.options(seed, prefix) for seed in seeds]
-        records[row.key] = [score_run(opt, out, pairs) for opt in opts if osp.isfile(latest_weights(opt['name']))]
+        records[row.key] = [score_run(opt, out, pairs) for opt in opts if is_trained(opt)]
     return records
 
 
@@ -154,15 +154,23 @@ def table_row(row: Row, runs: Sequence[dict], reference: Sequence[dict]) -> List
     return cells
 
 
-def results_table(rows: Sequence[Row], records: Mapping[str, List[dict]], reference_key: str = 'scratch') -> str:
-    """Markdown table of every row with at least one scored run."""
+def results_table(rows: Sequence[Row], records: Mapping[str, List[dict]], reference_key: str = 'scratch',
+                  script: Optional[str] = None) -> str:
+    """Markdown table of every row with at least one scored run; with ``script``, a column with the command."""
     header = ['student (EDSR 2x16, x2)', 'n']
     for split in SPLITS:
         header += [f'{split} PSNR-Y', f'{split} SSIM-Y', f'Δ{split} vs scratch']
     header.append('gate on (last log)')
     reference = records.get(reference_key, [])
-    lines = [table_row(row, records[row.key], reference) for row in rows if records.get(row.key)]
-    return markdown_table(header, lines)
+    lines = []
+    for row in rows:
+        if records.get(row.key):
+            cells = table_row(row, records[row.key], reference)
+            if script:
+                seeds = [run['options']['manual_seed'] for run in records[row.key]]
+                cells.append(f'`{row.command(script, seeds)}`')
+            lines.append(cells)
+    return markdown_table(header + (['reproduce'] if script else []), lines)
 
 
 def reference_scores() -> Dict[str, Dict[str, float]]:
@@ -182,3 +190,12 @@ def reference_scores() -> Dict[str, Dict[str, float]]:
             for metric, value in mean_scores(scores).items():
                 result[name][f'{split}_{metric}'] = value
     return result
+
+
+def report_markdown(title: str, intro: str, rows: Sequence[Row], records: Mapping[str, List[dict]],
+                    references: Mapping[str, Mapping[str, float]], script: Optional[str] = None) -> str:
+    """A markdown section: title, intro, the results table, and the bicubic / teacher reference scores."""
+    ref_lines = [f'- {name}: ' + ', '.join(f'{key} {value:.4f}' for key, value in scores.items())
+                 for name, scores in references.items()]
+    return (f'## {title}\n\n{intro}\n\n' + results_table(rows, records, script=script) +
+            '\nReferences (bicubic, teacher EDSR 8x16):\n\n' + '\n'.join(ref_lines) + '\n')

@@ -70,7 +70,7 @@ def knob_rows(weight: float) -> list:
 def registry() -> Dict[str, Row]:
     """Every row by key."""
     rows = baseline_rows()
-    rows += [fd_row(w) for w in (1e-2, 1e-1, 1.)] + [fd_row(1e-1, 'l2')]
+    rows += [fd_row(w) for w in (1e-3, 1e-2, 1e-1, 1.)] + [fd_row(1e-2, 'l2')]
     rows += [fakd_row(w) for w in (1., 10.)]
     rows += [facd_row(w) for w in (1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1, 1., 3.)]
     rows += knob_rows(KNOB_WEIGHT)
@@ -84,9 +84,9 @@ def _keys(rows: list) -> tuple:
 # The weight at which the other FACD knobs are explored: the best ratio-l1 weight of the 'weights' group.
 KNOB_WEIGHT = 1e-2
 GROUPS = {
-    'weights': ('scratch', 'kd', 'fd_l1_w1e-2', 'fd_l1_w1e-1', 'fd_l1_w1e0', 'facd_l1_w1e-3_always',
+    'weights': ('scratch', 'kd', 'fd_l1_w1e-3', 'fd_l1_w1e-2', 'fd_l1_w1e-1', 'fd_l1_w1e0', 'facd_l1_w1e-3_always',
                 'facd_l1_w3e-3_always', 'facd_l1_w1e-2_always', 'facd_l1_w3e-2_always', 'facd_l1_w1e-1_always',
                 'facd_l1_w3e-1_always', 'facd_l1_w1e0_always', 'facd_l1_w3e0_always'),
-    'baselines': ('scratch', 'tinit', 'kd', 'fd_l2_w1e-1', 'fakd_w1e0', 'fakd_w1e1'),
+    'baselines': ('scratch', 'tinit', 'kd', 'fd_l2_w1e-2', 'fakd_w1e0', 'fakd_w1e1'),
     'knobs': ('scratch', 'kd', f'facd_l1_w{tag(KNOB_WEIGHT)}_always') + _keys(knob_rows(KNOB_WEIGHT)),
 }
