@@ -52,19 +52,18 @@ def facd_row(weight: float, gate: Optional[Mapping] = None, suffix: str = '', no
 
 
 def knob_rows(weight: float) -> list:
-    """FACD variants at one feature weight: distance, normalisation, negatives, InfoNCE, gate."""
+    """FACD variants at one feature weight: distance, normalisation, negatives, gate; and InfoNCE at its own weights
+    (its loss is about log(B) per tap, not a ratio near 0.2, so the ratio weight does not carry over)."""
     return [
         facd_row(weight, distance='l2'),
         facd_row(weight, distance='cosine'),
         facd_row(weight, suffix='_norm', note=' on unit C-vectors', normalize=True),
         facd_row(weight, suffix='_k1', note=', K=1 negative', num_negatives=1),
         facd_row(weight, suffix='_k4', note=', K=4 negatives', num_negatives=4),
-        facd_row(weight, form='infonce', temperature=0.1),
-        facd_row(weight, form='infonce', temperature=0.5),
         facd_row(weight, {'mode': 'teacher_better', 'margin': 0.}),
         facd_row(weight, {'mode': 'teacher_better', 'margin': 1.}),
         facd_row(weight, {'mode': 'top_fraction', 'fraction': 0.5}),
-    ]
+    ] + [facd_row(w, form='infonce', temperature=t) for w, t in ((1e-2, 0.1), (1e-1, 0.1), (1e-2, 0.5))]
 
 
 def registry() -> Dict[str, Row]:
@@ -82,11 +81,14 @@ def _keys(rows: list) -> tuple:
 
 
 # The weight at which the other FACD knobs are explored: the best ratio-l1 weight of the 'weights' group.
-KNOB_WEIGHT = 1e-2
+KNOB_WEIGHT = 3e-1
 GROUPS = {
     'weights': ('scratch', 'kd', 'fd_l1_w1e-3', 'fd_l1_w1e-2', 'fd_l1_w1e-1', 'fd_l1_w1e0', 'facd_l1_w1e-3_always',
                 'facd_l1_w3e-3_always', 'facd_l1_w1e-2_always', 'facd_l1_w3e-2_always', 'facd_l1_w1e-1_always',
                 'facd_l1_w3e-1_always', 'facd_l1_w1e0_always', 'facd_l1_w3e0_always'),
     'baselines': ('scratch', 'tinit', 'kd', 'fd_l2_w1e-2', 'fakd_w1e0', 'fakd_w1e1'),
-    'knobs': ('scratch', 'kd', f'facd_l1_w{tag(KNOB_WEIGHT)}_always') + _keys(knob_rows(KNOB_WEIGHT)),
+    # teacher_better with margin 0 is left out: the teacher is better on every patch, so it is bit-identical to
+    # 'always' (measured at w 1e-2: 33.6365 dB both).
+    'knobs': ('scratch', 'kd', f'facd_l1_w{tag(KNOB_WEIGHT)}_always') + tuple(
+        key for key in _keys(knob_rows(KNOB_WEIGHT)) if not key.endswith('_teacher_better')),
 }
