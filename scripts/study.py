@@ -29,6 +29,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument('--rows', nargs='+', default=[], help='row keys (added to the group)')
     parser.add_argument('--seeds', type=int, nargs='+', default=[0, 1, 2])
     parser.add_argument('--parallel', type=int, default=2, help='runs at once (default 2: one per core)')
+    parser.add_argument('--versus', nargs='+', default=['scratch', 'kd', 'fd_l1_w1e-2'],
+                        help='rows to give paired (same-seed) PSNR differences to')
     parser.add_argument('--score-only', action='store_true', help='do not train; tabulate the runs that exist')
     return parser.parse_args()
 
@@ -44,11 +46,12 @@ def main() -> None:
     rows = [table[key] for key in keys]
     if not args.score_only:
         train_rows(rows, args.seeds, PREFIX, OUT, args.parallel)
-    records = score_rows(rows, args.seeds, PREFIX, OUT)
+    versus = [table[key] for key in args.versus if key in table and key not in keys]
+    records = score_rows(rows + versus, args.seeds, PREFIX, OUT)
     intro = (f'Seeds {args.seeds}; PSNR/SSIM on the Y channel, crop 2, mean ± sample std over seeds; Δ = paired '
-             'difference to the scratch run of the same seed (same initialisation and data order).')
+             'PSNR difference to the run of the named row with the same seed (same initialisation and data order).')
     text = report_markdown(f'FACD study: {args.group or "selected rows"}', intro, rows, records, reference_scores(),
-                           script='scripts/study.py')
+                           'scripts/study.py', args.versus)
     os.makedirs(OUT, exist_ok=True)
     path = osp.join(OUT, f'{args.group or "rows"}.md')
     with open(path, 'w') as f:

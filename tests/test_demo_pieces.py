@@ -68,7 +68,7 @@ def test_overrides_copy_set_create_replace_and_delete():
                                 'train.kd_opt': DELETE, 'a.b': 1})
     assert new['train']['feature_opt'] == dict(base['train']['feature_opt'], loss_weight=0.1)
     assert new['distill']['gate'] == {'mode': 'always'} and 'kd_opt' not in new['train'] and new['a'] == {'b': 1}
-    assert base['train']['feature_opt']['loss_weight'] == 0.01 and 'kd_opt' in base['train']  # untouched
+    assert base['train']['feature_opt']['loss_weight'] == 0.3 and 'kd_opt' in base['train']  # untouched
     with pytest.raises(KeyError, match='no such key'):
         with_overrides(base, {'train.no_such_opt': DELETE})
     with pytest.raises(KeyError, match='not a mapping'):
@@ -164,8 +164,8 @@ def test_mini_table_facd_row_is_the_option_file_default():
     spec.loader.exec_module(module)
     rows = registry()
     assert all(key in rows for key in module.MINI_TABLE_ROWS)
-    assert module.MINI_TABLE_ROWS[-1] == 'facd_l1_w1e-2_teacher_better'
+    assert module.MINI_TABLE_ROWS[-1] == 'facd_l1_w3e-1_teacher_better'
     generated = rows[module.MINI_TABLE_ROWS[-1]].options(3, 'x')
-    assert (generated['name'], generated['manual_seed']) == ('x_facd_l1_w1e-2_teacher_better_s3', 3)
+    assert (generated['name'], generated['manual_seed']) == ('x_facd_l1_w3e-1_teacher_better_s3', 3)
     assert with_overrides(generated, {'name': DELETE, 'manual_seed': DELETE}) == with_overrides(
         load_options(DEMO_FACD), {'name': DELETE, 'manual_seed': DELETE})

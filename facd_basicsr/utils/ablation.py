@@ -141,31 +141,39 @@ def paired_deltas(runs: Sequence[dict], reference: Sequence[dict], split: str) -
             if run['options']['manual_seed'] in ref]
 
 
-def table_row(row: Row, runs: Sequence[dict], reference: Sequence[dict]) -> List[str]:
-    """Cells: label, n, then per split PSNR, SSIM and the paired delta to the reference; then the gate share."""
+def table_row(row: Row, runs: Sequence[dict], references: Sequence[Sequence[dict]]) -> List[str]:
+    """Cells: label, n, then per split PSNR, SSIM and the paired delta to each reference row; then the gate share."""
     cells = [row.label, str(len(runs))]
     for split in SPLITS:
         cells.append(format_mean_std(seed_values(runs, split, 'psnr'), 3))
         cells.append(format_mean_std(seed_values(runs, split, 'ssim'), 4))
-        deltas = paired_deltas(runs, reference, split)
-        cells.append(f'{format_mean_std(deltas, 3)}' if deltas and runs is not reference else '—')
+        for reference in references:
+            deltas = paired_deltas(runs, reference, split)
+            cells.append(format_mean_std(deltas, 3) if deltas and runs is not reference else '—')
     gates = [run['gate_on'] for run in runs if run['gate_on'] == run['gate_on']]  # NaN: no FACDModel
     cells.append(f'{100 * sum(gates) / len(gates):.0f} %' if gates else '—')
     return cells
 
 
-def results_table(rows: Sequence[Row], records: Mapping[str, List[dict]], reference_key: str = 'scratch',
+def results_table(rows: Sequence[Row], records: Mapping[str, List[dict]], reference_keys: Sequence[str] = ('scratch', ),
                   script: Optional[str] = None) -> str:
-    """Markdown table of every row with at least one scored run; with ``script``, a column with the command."""
+    """Markdown table of every row with at least one scored run.
+
+    Args:
+        rows (Sequence[Row]): rows in table order.
+        records (Mapping[str, list[dict]]): run records by row key (:func:`score_rows`).
+        reference_keys (Sequence[str]): rows to which paired (same seed) PSNR deltas are given. Default: scratch.
+        script (str | None): with a script path, a last column holds the command that reproduces the row.
+    """
     header = ['student (EDSR 2x16, x2)', 'n']
     for split in SPLITS:
-        header += [f'{split} PSNR-Y', f'{split} SSIM-Y', f'Δ{split} vs scratch']
+        header += [f'{split} PSNR-Y', f'{split} SSIM-Y'] + [f'Δ{split} vs {key}' for key in reference_keys]
     header.append('gate on (last log)')
-    reference = records.get(reference_key, [])
+    references = [records.get(key, []) for key in reference_keys]
     lines = []
     for row in rows:
         if records.get(row.key):
-            cells = table_row(row, records[row.key], reference)
+            cells = table_row(row, records[row.key], references)
             if script:
                 seeds = [run['options']['manual_seed'] for run in records[row.key]]
                 cells.append(f'`{row.command(script, seeds)}`')
@@ -193,9 +201,10 @@ def reference_scores() -> Dict[str, Dict[str, float]]:
 
 
 def report_markdown(title: str, intro: str, rows: Sequence[Row], records: Mapping[str, List[dict]],
-                    references: Mapping[str, Mapping[str, float]], script: Optional[str] = None) -> str:
+                    references: Mapping[str, Mapping[str, float]], script: Optional[str] = None,
+                    reference_keys: Sequence[str] = ('scratch', )) -> str:
     """A markdown section: title, intro, the results table, and the bicubic / teacher reference scores."""
     ref_lines = [f'- {name}: ' + ', '.join(f'{key} {value:.4f}' for key, value in scores.items())
                  for name, scores in references.items()]
-    return (f'## {title}\n\n{intro}\n\n' + results_table(rows, records, script=script) +
+    return (f'## {title}\n\n{intro}\n\n' + results_table(rows, records, reference_keys, script) +
             '\nReferences (bicubic, teacher EDSR 8x16):\n\n' + '\n'.join(ref_lines) + '\n')
