@@ -66,13 +66,24 @@ def knob_rows(weight: float) -> list:
     ] + [facd_row(w, form='infonce', temperature=t) for w, t in ((1e-2, 0.1), (1e-1, 0.1), (1e-2, 0.5))]
 
 
+def variant(row: Row, suffix: str, note: str, overrides: Mapping) -> Row:
+    """``row`` with more overrides; key ``row.key + suffix``, label ``row.label + note``."""
+    return Row(row.key + suffix, row.label + note, row.base, dict(row.overrides, **overrides))
+
+
+def tap_rows() -> list:
+    """FD and FACD on the last tap only (just before the global residual add) instead of three taps."""
+    last = {'distill.teacher_taps': ['conv_after_body'], 'distill.student_taps': ['conv_after_body']}
+    return [variant(row, '_lasttap', ', last tap only', last) for row in (fd_row(1e-2), facd_row(KNOB_WEIGHT))]
+
+
 def registry() -> Dict[str, Row]:
     """Every row by key."""
     rows = baseline_rows()
     rows += [fd_row(w) for w in (1e-3, 1e-2, 1e-1, 1.)] + [fd_row(1e-2, 'l2')]
     rows += [fakd_row(w) for w in (1., 10.)]
     rows += [facd_row(w) for w in (1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1, 1., 3.)]
-    rows += knob_rows(KNOB_WEIGHT)
+    rows += knob_rows(KNOB_WEIGHT) + tap_rows()
     return {row.key: row for row in rows}
 
 
@@ -91,4 +102,5 @@ GROUPS = {
     # 'always' (measured at w 1e-2: 33.6365 dB both).
     'knobs': ('scratch', 'kd', f'facd_l1_w{tag(KNOB_WEIGHT)}_always') + tuple(
         key for key in _keys(knob_rows(KNOB_WEIGHT)) if not key.endswith('_teacher_better')),
+    'taps': ('scratch', 'kd', 'fd_l1_w1e-2', f'facd_l1_w{tag(KNOB_WEIGHT)}_always') + _keys(tap_rows()),
 }
