@@ -42,13 +42,13 @@ FAMILIES = {
 # variant -> (model_type, title, feature_opt block or None, kd, gate block)
 VARIANTS = {
     'FACD': ('FACDModel', 'FACD: pixel + gated output KD + gated feature-domain contrastive loss',
-             "  feature_opt:\n    type: FACDContrastiveLoss\n    loss_weight: 0.01\n    form: ratio\n"
+             "  feature_opt:\n    type: FACDContrastiveLoss\n    loss_weight: 0.3\n    form: ratio\n"
              "    distance: l1\n    num_negatives: ~\n", True, "    mode: teacher_better\n    margin: 0.0\n"),
     'FACDAlways': ('FACDModel', 'FACD without the adaptive gate (every patch distilled)',
-                   "  feature_opt:\n    type: FACDContrastiveLoss\n    loss_weight: 0.01\n    form: ratio\n"
+                   "  feature_opt:\n    type: FACDContrastiveLoss\n    loss_weight: 0.3\n    form: ratio\n"
                    "    distance: l1\n    num_negatives: ~\n", True, "    mode: always\n"),
     'FD': ('FACDModel', 'conventional feature distillation (FitNet-style L1 after the DR adapter) + output KD',
-           "  feature_opt:\n    type: FeatureDistillLoss\n    loss_weight: 0.1\n    criterion: l1\n", True,
+           "  feature_opt:\n    type: FeatureDistillLoss\n    loss_weight: 0.01\n    criterion: l1\n", True,
            "    mode: always\n"),
     'FAKD': ('FACDModel', 'FAKD spatial-affinity distillation + output KD',
              "  feature_opt:\n    type: FAKDAffinityLoss\n    loss_weight: 10.0  # FAKD: 10*SA with alpha 0.5\n"
