@@ -73,7 +73,7 @@ class FACDContrastiveLoss(nn.Module):
 
         feature_opt:
           type: FACDContrastiveLoss
-          loss_weight: !!float 1e-2
+          loss_weight: 0.3
           tap_weights: ~          # one weight per tap, ~ = all 1.0
           form: ratio             # ratio | infonce
           distance: l1            # l1 | l2 | cosine  (ratio form only)

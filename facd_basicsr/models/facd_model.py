@@ -16,7 +16,7 @@ Options (besides SRModel's)::
     train:
       pixel_opt: {type: L1Loss, loss_weight: 0.5}         # student vs ground truth
       kd_opt: {type: L1Loss, loss_weight: 0.5}            # student vs teacher output, gated
-      feature_opt: {type: FACDContrastiveLoss, loss_weight: 0.01}   # gated
+      feature_opt: {type: FACDContrastiveLoss, loss_weight: 0.3}    # gated
 """
 import os
 import os.path as osp
