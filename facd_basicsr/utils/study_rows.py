@@ -77,13 +77,19 @@ def tap_rows() -> list:
     return [variant(row, '_lasttap', ', last tap only', last) for row in (fd_row(1e-2), facd_row(KNOB_WEIGHT))]
 
 
+def budget_rows() -> list:
+    """The scratch student with a longer schedule: how much of the teacher's lead is its longer training?"""
+    return [Row(f'scratch_it{n}', f'student from scratch, {n} iterations (diagnostic, not equal budget)', 'scratch',
+                {'train.total_iter': n, 'train.scheduler.periods': [n]}) for n in (3000, 4500)]
+
+
 def registry() -> Dict[str, Row]:
     """Every row by key."""
     rows = baseline_rows()
     rows += [fd_row(w) for w in (1e-3, 1e-2, 1e-1, 1.)] + [fd_row(1e-2, 'l2')]
     rows += [fakd_row(w) for w in (1., 10.)]
     rows += [facd_row(w) for w in (1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1, 1., 3.)]
-    rows += knob_rows(KNOB_WEIGHT) + tap_rows()
+    rows += knob_rows(KNOB_WEIGHT) + tap_rows() + budget_rows()
     return {row.key: row for row in rows}
 
 
@@ -102,5 +108,6 @@ GROUPS = {
     # 'always' (measured at w 1e-2: 33.6365 dB both).
     'knobs': ('scratch', 'kd', f'facd_l1_w{tag(KNOB_WEIGHT)}_always') + tuple(
         key for key in _keys(knob_rows(KNOB_WEIGHT)) if not key.endswith('_teacher_better')),
+    'budget': ('scratch', 'tinit') + _keys(budget_rows()),
     'taps': ('scratch', 'kd', 'fd_l1_w1e-2', f'facd_l1_w{tag(KNOB_WEIGHT)}_always') + _keys(tap_rows()),
 }
