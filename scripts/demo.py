@@ -1,9 +1,9 @@
 """make demo: FACD end to end on real photos that ship with scikit-image, on the CPU, in minutes.
 
 1. builds datasets/facd_demo (x2 tiles of 5 training photos; 2 other photos to validate on; LMDB via BasicSR);
-2. trains the teacher of options/demo/train_teacher_demo_x2.yml (reused when experiments/ already holds it);
-3. trains the student twice, from scratch and with FACD (options/demo/train_{scratch,FACD}_demo_x2.yml), side by side;
-4. prints bicubic / teacher / scratch / FACD PSNR and SSIM (Y channel) on the validation photos and writes
+2. trains the teacher of options/demo/train_teacher_demo_x2.yml (reused when experiments/ already holds it) and,
+   beside it, the student from scratch; then the same student with FACD (options/demo/train_{scratch,FACD}_demo_x2.yml);
+3. prints bicubic / teacher / scratch / FACD PSNR and SSIM (Y channel) on the validation photos and writes
    results/demo/scores.md and results/demo/comparison.png (one crop of every output next to the ground truth).
 
 Usage (from the repository root): python scripts/demo.py [--retrain] [--parallel 2]
@@ -36,29 +36,23 @@ def parse_args() -> argparse.Namespace:
     return parser.parse_args()
 
 
-def train_teacher() -> dict:
-    """Train the teacher unless its weights already exist; returns its options."""
-    opt = load_options(osp.join(OPTIONS, 'train_teacher_demo_x2.yml'))
-    if osp.isfile(latest_weights(opt['name'])):
-        print(f'[2/4] teacher: reusing {latest_weights(opt["name"])}')
-        return opt
-    print('[2/4] teacher: training EDSR 8x16 (one core; about 5 min on an idle 2-core machine)')
-    run_jobs([TrainJob(opt, f'{OUT}/options/teacher.yml', f'{OUT}/logs/teacher.log', 'teacher')], parallel=1)
-    return opt
-
-
-def train_students(retrain: bool, parallel: int) -> dict:
-    """Train the scratch and the FACD student (same data, batch, iterations); returns ``{label: options}``."""
-    opts = {
-        'scratch': load_options(osp.join(OPTIONS, 'train_scratch_demo_x2.yml')),
-        'FACD': load_options(osp.join(OPTIONS, 'train_FACD_demo_x2.yml')),
-    }
-    print('[3/4] students: EDSR 2x16 from scratch and with FACD, side by side')
-    jobs = [TrainJob(opt, f'{OUT}/options/{k}.yml', f'{OUT}/logs/{k}.log', k) for k, opt in opts.items()]
+def train_all(retrain: bool, parallel: int) -> dict:
+    """Train the teacher (unless reused), the scratch student beside it, then the FACD student; ``{label: options}``."""
+    opts = {label: load_options(osp.join(OPTIONS, f'train_{name}_demo_x2.yml'))
+            for label, name in (('teacher', 'teacher'), ('scratch', 'scratch'), ('FACD', 'FACD'))}
+    jobs, teacher_name = [], ''
+    if osp.isfile(latest_weights(opts['teacher']['name'])):
+        print(f'      teacher: reusing {latest_weights(opts["teacher"]["name"])}')
+    else:
+        teacher_name = opts['teacher']['name']
+        jobs.append(TrainJob(opts['teacher'], f'{OUT}/options/teacher.yml', f'{OUT}/logs/teacher.log', 'teacher'))
+    for label in ('scratch', 'FACD'):
+        jobs.append(TrainJob(opts[label], f'{OUT}/options/{label}.yml', f'{OUT}/logs/{label}.log', label,
+                             after=teacher_name if label == 'FACD' else ''))
     trained = run_jobs(jobs, parallel=parallel, force=retrain)
-    for label, opt in opts.items():
-        if opt['name'] not in trained:
-            print(f'      {label}: reusing {latest_weights(opt["name"])}')
+    for label in ('scratch', 'FACD'):
+        if opts[label]['name'] not in trained:
+            print(f'      {label}: reusing {latest_weights(opts[label]["name"])}')
     return opts
 
 
@@ -93,11 +87,12 @@ def write_results(pairs: dict, outputs: dict, scores: dict, networks: dict) -> s
 def main() -> None:
     args = parse_args()
     start = time.time()
-    print(f'[1/4] data: {DATA} (train tiles / validation photos, folders + LMDB)')
+    print(f'[1/3] data: {DATA} (train tiles / validation photos, folders + LMDB)')
     build_demo_sets(DATA)
-    networks = {'teacher': train_teacher()}
-    networks.update(train_students(args.retrain, args.parallel))
-    print('[4/4] scoring on the validation photos')
+    print('[2/3] training, one core per run: the teacher EDSR 8x16 (about 5 min on an idle machine; reused when '
+          'present) beside the student EDSR 2x16 from scratch, then the same student with FACD')
+    networks = train_all(args.retrain, args.parallel)
+    print('[3/3] scoring on the validation photos')
     pairs, outputs, scores = evaluate(networks)
     print('\n' + write_results(pairs, outputs, scores, networks))
     print(f'Wrote {OUT}/scores.md and {OUT}/comparison.png; wall time {time.time() - start:.0f} s, '

@@ -12,8 +12,8 @@ from basicsr.data.paired_image_dataset import PairedImageDataset
 
 from facd_basicsr.utils.ablation import Row, results_table
 from facd_basicsr.utils.demo_data import build_train_tiles, cut_tiles
-from facd_basicsr.utils.experiment import (DELETE, TrainJob, is_trained, last_logged_iter, latest_weights, load_options,
-                                           run_jobs, with_overrides, write_options)
+from facd_basicsr.utils.experiment import (DELETE, TrainJob, _next_ready, is_trained, last_logged_iter, latest_weights,
+                                           load_options, run_jobs, with_overrides, write_options)
 from facd_basicsr.utils.figures import LABEL_HEIGHT, PANEL_GAP, bar_chart, comparison_image, pick_crop
 from facd_basicsr.utils.sample_data import bicubic_lr, load_photo, make_gt
 from facd_basicsr.utils.scoring import format_mean_std, markdown_table, mean_std, upscale
@@ -169,3 +169,18 @@ def test_mini_table_facd_row_is_the_option_file_default():
     assert (generated['name'], generated['manual_seed']) == ('x_facd_l1_w3e-1_teacher_better_s3', 3)
     assert with_overrides(generated, {'name': DELETE, 'manual_seed': DELETE}) == with_overrides(
         load_options(DEMO_FACD), {'name': DELETE, 'manual_seed': DELETE})
+
+
+def test_jobs_wait_for_their_after_run():
+    def job(name, after=''):
+        return TrainJob({'name': name, 'train': {'total_iter': 1}}, 'o.yml', 'o.log', after=after)
+
+    pending = [job('teacher'), job('facd', after='teacher'), job('scratch'), job('kd', after='teacher')]
+    running = {0: _next_ready(pending, {})}
+    running[1] = _next_ready(pending, running)
+    assert [j.name for j in running.values()] == ['teacher', 'scratch']
+    assert _next_ready(pending, running) is None  # both remaining runs need the running teacher
+    del running[0]
+    assert _next_ready(pending, running).name == 'facd'
+    with pytest.raises(ValueError, match='wait for each other'):
+        _next_ready([job('a', after='b'), job('b', after='a')], {})

@@ -80,17 +80,22 @@ def baseline_rows() -> List[Row]:
 
 
 def train_rows(rows: Sequence[Row], seeds: Sequence[int], prefix: str, out: str, parallel: int) -> None:
-    """Train every (row, seed) run not trained yet, ``parallel`` at a time."""
+    """Train every (row, seed) run not trained yet, ``parallel`` at a time.
+
+    When the teacher is missing it is trained first, and the runs that need no teacher (scratch) use the other
+    slots meanwhile.
+    """
     build_demo_sets(DATA)
+    jobs, teacher_name = [], ''
     if any(row.needs_teacher for row in rows) and not osp.isfile(teacher_weights()):
         teacher = load_options(TEACHER_OPTIONS)
-        run_jobs([TrainJob(teacher, f'{out}/options/teacher.yml', f'{out}/logs/teacher.log', 'teacher')])
-    jobs = []
+        jobs.append(TrainJob(teacher, f'{out}/options/teacher.yml', f'{out}/logs/teacher.log', 'teacher'))
+        teacher_name = teacher['name']
     for seed in seeds:  # seed-major: an interrupted study has every row at the first seeds
         for row in rows:
             opt = row.options(seed, prefix)
             jobs.append(TrainJob(opt, f'{out}/options/{opt["name"]}.yml', f'{out}/logs/{opt["name"]}.log',
-                                 f'{row.key} s{seed}'))
+                                 f'{row.key} s{seed}', after=teacher_name if row.needs_teacher else ''))
     run_jobs(jobs, parallel=parallel)
 
 

@@ -101,11 +101,13 @@ class TrainJob:
         opt_path (str): where the generated option file is written.
         log_path (str): console output of the run (BasicSR's own log also goes to ``experiments/<name>/``).
         label (str): progress-bar label; the run name when empty.
+        after (str): name of a run of the same batch that must finish first (e.g. the teacher); '' for none.
     """
     opt: dict
     opt_path: str
     log_path: str
     label: str = ''
+    after: str = ''
     process: Optional[subprocess.Popen] = field(default=None, repr=False)
 
     @property
@@ -155,12 +157,23 @@ def _raise_exit(signum, frame) -> None:
     raise SystemExit(f'stopped by signal {signum}')
 
 
+def _next_ready(pending: List[TrainJob], running: Dict[int, TrainJob]) -> Optional[TrainJob]:
+    """Take the first pending job whose ``after`` run is neither pending nor running; None if none is ready."""
+    busy = {job.name for job in pending} | {job.name for job in running.values()}
+    for i, job in enumerate(pending):
+        if job.after not in busy:
+            return pending.pop(i)
+    if pending and not running:
+        raise ValueError(f'runs wait for each other: {[(job.name, job.after) for job in pending]}')
+    return None
+
+
 def run_jobs(jobs: List[TrainJob], parallel: int = 1, root: str = '.', poll_s: float = 2., force: bool = False,
              threads: int = 1) -> List[str]:
     """Train every job that is not trained yet, ``parallel`` at a time, each with a progress bar.
 
     Args:
-        jobs (list[TrainJob]): runs, started in this order.
+        jobs (list[TrainJob]): runs, started in this order, except that a run waits for its ``after`` run.
         parallel (int): runs at once. Default: 1.
         root (str): working directory of the runs (``datasets/`` and ``experiments/`` are relative to it).
         poll_s (float): seconds between two looks at the logs. Default: 2.
@@ -182,8 +195,9 @@ def run_jobs(jobs: List[TrainJob], parallel: int = 1, root: str = '.', poll_s: f
     try:
         while pending or running:
             for slot in range(parallel):
-                if slot not in running and pending:
-                    job = running[slot] = pending.pop(0)
+                job = _next_ready(pending, running) if slot not in running else None
+                if job is not None:
+                    running[slot] = job
                     _start(job, root, threads)
                     bars[job.name] = tqdm(total=job.total_iter, desc=job.label or job.name, position=slot, unit='it',
                                           leave=True, dynamic_ncols=True)
