@@ -6,7 +6,8 @@ base option file changes, the stored options differ and the run is trained again
 """
 from typing import Dict, Mapping, Optional
 
-from facd_basicsr.utils.ablation import Row, baseline_rows, feature_row
+from facd_basicsr.utils.ablation import ALWAYS, Row, baseline_rows, feature_row
+from facd_basicsr.utils.experiment import DELETE
 
 PREFIX = 'abl'
 FACD_LOSS = {'type': 'FACDContrastiveLoss', 'form': 'ratio', 'distance': 'l1', 'num_negatives': None,
@@ -83,13 +84,21 @@ def budget_rows() -> list:
                 {'train.total_iter': n, 'train.scheduler.periods': [n]}) for n in (3000, 4500)]
 
 
+def long_rows() -> list:
+    """Scratch, KD, FD and FACD at their chosen weights with 3000 iterations (all four the same budget)."""
+    longer = {'train.total_iter': 3000, 'train.scheduler.periods': [3000]}
+    rows = [Row('kd', 'output KD', 'facd', dict(ALWAYS, **{'train.feature_opt': DELETE})), fd_row(1e-2),
+            facd_row(KNOB_WEIGHT)]
+    return [variant(row, '_it3000', ', 3000 iterations', longer) for row in rows]
+
+
 def registry() -> Dict[str, Row]:
     """Every row by key."""
     rows = baseline_rows()
     rows += [fd_row(w) for w in (1e-3, 1e-2, 1e-1, 1.)] + [fd_row(1e-2, 'l2')]
     rows += [fakd_row(w) for w in (1., 10.)]
     rows += [facd_row(w) for w in (1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1, 1., 3.)]
-    rows += knob_rows(KNOB_WEIGHT) + tap_rows() + budget_rows()
+    rows += knob_rows(KNOB_WEIGHT) + tap_rows() + budget_rows() + long_rows()
     return {row.key: row for row in rows}
 
 
@@ -109,5 +118,6 @@ GROUPS = {
     'knobs': ('scratch', 'kd', f'facd_l1_w{tag(KNOB_WEIGHT)}_always') + tuple(
         key for key in _keys(knob_rows(KNOB_WEIGHT)) if not key.endswith('_teacher_better')),
     'budget': ('scratch', 'tinit') + _keys(budget_rows()),
+    'long': ('scratch_it3000', ) + _keys(long_rows()),
     'taps': ('scratch', 'kd', 'fd_l1_w1e-2', f'facd_l1_w{tag(KNOB_WEIGHT)}_always') + _keys(tap_rows()),
 }
