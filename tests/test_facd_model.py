@@ -167,3 +167,50 @@ def test_teacher_under_bf16_autocast_gives_float32_targets_and_features(tmp_path
     assert sr_t.dtype == torch.float32 and all(f.dtype == torch.float32 and f.is_contiguous() for f in feats)
     log = step(model, batch)
     assert all(torch.isfinite(torch.tensor(v)) for v in log.values())
+
+
+def test_degraded_negatives_are_teacher_features_of_the_bicubic_round_trip(tmp_path):
+    from facd_basicsr.utils.degrade import bicubic_round_trip
+    model = build(make_opt(tmp_path, dict(CONTRASTIVE, negatives='degraded')))
+    seen = {}
+    loss_fn = model.cri_feat
+
+    def recording_loss(student, teacher, weight=None, negative_feats=None):
+        seen['teacher'], seen['negatives'] = teacher, negative_feats
+        return loss_fn(student, teacher, weight=weight, negative_feats=negative_feats)
+
+    model.cri_feat = recording_loss
+    model.cri_feat.needs_degraded_features = True
+    batch = photo_batches(1)[0]
+    teacher_before = fingerprint(model.net_t)
+    step(model, batch)
+    with model._recording(), torch.no_grad():
+        model.net_t(bicubic_round_trip(batch['lq'], 2))
+        expected = model.teacher_taps.pop()
+        model.net_t(batch['lq'])
+        clean = model.teacher_taps.pop()
+    for got, want, positive, sharp in zip(seen['negatives'], expected, seen['teacher'], clean):
+        torch.testing.assert_close(got, want)
+        torch.testing.assert_close(positive, sharp)  # the second teacher pass did not overwrite the positives
+        assert not torch.allclose(got, sharp)
+    assert fingerprint(model.net_t) == teacher_before
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.net_adapter.parameters())
+
+
+def test_feature_ramp_scales_the_feature_term_only_until_it_ends(tmp_path):
+    batch = photo_batches(1)[0]
+    ramped = build(make_opt(tmp_path / 'a', CONTRASTIVE, feature_ramp_iters=4))
+    plain = build(make_opt(tmp_path / 'b', CONTRASTIVE))
+    first_ramped, first_plain = step(ramped, batch, 1), step(plain, batch, 1)
+    assert first_ramped['feat_ramp'] == pytest.approx(0.25)
+    assert first_ramped['l_feat'] == pytest.approx(0.25 * first_plain['l_feat'], rel=1e-5)
+    assert first_ramped['l_feat_tap0'] == pytest.approx(first_plain['l_feat_tap0'], rel=1e-5)  # taps unscaled
+    late = step(ramped, batch, 4)
+    assert 'feat_ramp' not in late
+    assert late['l_feat'] == pytest.approx(sum(late[f'l_feat_tap{j}'] for j in range(3)) * 0.1, rel=1e-5)
+
+
+@pytest.mark.parametrize('value', [-1, 2.5, True, '100'])
+def test_bad_feature_ramp_is_refused_naming_the_key(tmp_path, value):
+    with pytest.raises(ValueError, match='feature_ramp_iters'):
+        build(make_opt(tmp_path, CONTRASTIVE, feature_ramp_iters=value))

@@ -40,6 +40,14 @@ COS_K2 = [ratio(1 - R2, .5), ratio(1., (2 - R2) / 2), ratio(1 - R2, .5)]
 # normalize + l1: a^ = [1,0],[0,1],[R2,R2]; t^ = [R2,R2],[0,0],[1,0]; d_pos = (.5, .5, .5);
 # negatives i0 (.5, 0) -> .25; i1 (1, .5) -> .75; i2 (0, R2) -> R2 / 2.
 NORM_L1_K2 = [ratio(.5, .25), ratio(.5, .75), ratio(.5, R2 / 2)]
+# negatives: student -> the pool is A itself. l1, K=2: i0 vs a1 (1+1)/2, vs a2 (1+2)/2 -> 1.25; i1 vs a2 (2+1)/2,
+# vs a0 (1+1)/2 -> 1.25; i2 vs a0 (1+2)/2, vs a1 (2+1)/2 -> 1.5.
+STUDENT_L1_K2 = [ratio(.5, 1.25), ratio(.5, 1.25), ratio(1., 1.5)]
+# negatives: degraded, pool N, K=1 = the same patch's degraded map: i0 (1+0)/2 = .5; i1 (2+0)/2 = 1; i2 (2+2)/2 = 2.
+N = [[0., 0.], [2., 1.], [0., 0.]]
+DEGRADED_L1_K1 = [ratio(.5, .5), ratio(.5, 1.), ratio(1., 2.)]
+# K=2 adds n_{i+1}: i0 + n1 (1+1)/2 -> (.5+1)/2; i1 + n2 (0+1)/2 -> (1+.5)/2; i2 + n0 (2+2)/2 -> (2+2)/2.
+DEGRADED_L1_K2 = [ratio(.5, .75), ratio(.5, .75), ratio(1., 2.)]
 
 
 @pytest.mark.parametrize('kwargs, per_sample', [
@@ -48,13 +56,17 @@ NORM_L1_K2 = [ratio(.5, .25), ratio(.5, .75), ratio(.5, R2 / 2)]
     (dict(distance='l2'), L2_K2),
     (dict(distance='cosine'), COS_K2),
     (dict(distance='l1', normalize=True), NORM_L1_K2),
+    (dict(distance='l1', negatives='student'), STUDENT_L1_K2),
+    (dict(distance='l1', negatives='degraded'), DEGRADED_L1_K1),
+    (dict(distance='l1', negatives='degraded', num_negatives=2), DEGRADED_L1_K2),
 ])
 def test_ratio_form_by_hand(kwargs, per_sample):
-    loss, terms = FACDContrastiveLoss(**kwargs)([vec(A)], [vec(T)], GATE)
+    extra = {'negative_feats': [vec(N)]} if kwargs.get('negatives') == 'degraded' else {}
+    loss, terms = FACDContrastiveLoss(**kwargs)([vec(A)], [vec(T)], GATE, **extra)
     expected = (per_sample[0] + per_sample[2]) / 3  # gate zeroes sample 1, still divided by B = 3
     assert loss.item() == pytest.approx(expected, rel=1e-5)
     assert terms['tap0'].item() == pytest.approx(expected, rel=1e-5)
-    loss_all, _ = FACDContrastiveLoss(**kwargs)([vec(A)], [vec(T)])
+    loss_all, _ = FACDContrastiveLoss(**kwargs)([vec(A)], [vec(T)], **extra)
     assert loss_all.item() == pytest.approx(sum(per_sample) / 3, rel=1e-5)
 
 
@@ -124,9 +136,11 @@ def test_fakd_pools_large_maps():
     assert abs(pooled.item() - full.item()) > 1e-3
 
 
-def naive_contrastive(a, t, form, distance, k, eps=1e-6, tau=0.1):
-    """Explicit loop over samples and negatives (the reference the fast kernels must match)."""
+def naive_contrastive(a, t, form, distance, k, eps=1e-6, tau=0.1, pool=None, first_shift=1):
+    """Explicit loop over samples and negatives (the reference the fast kernels must match); negatives come from
+    ``pool`` (default ``t``) at shifts first_shift .. first_shift + k - 1."""
     batch = a.shape[0]
+    pool = t if pool is None else pool
 
     def unit(x):
         return x / (x.norm(dim=0, keepdim=True) + eps)
@@ -140,7 +154,7 @@ def naive_contrastive(a, t, form, distance, k, eps=1e-6, tau=0.1):
 
     out = []
     for i in range(batch):
-        others = [t[(i + s) % batch] for s in range(1, k + 1)]
+        others = [pool[(i + s) % batch] for s in range(first_shift, first_shift + k)]
         if form == 'ratio':
             out.append(dist(a[i], t[i]) / (sum(dist(a[i], o) for o in others) / k + eps))
         else:
@@ -174,13 +188,40 @@ def test_l2_decomposition_is_stable_in_float32():
     assert loss.item() == pytest.approx(reference.item(), rel=2e-5)
 
 
+@pytest.mark.parametrize('negatives', ['student', 'degraded'])
+@pytest.mark.parametrize('form, distance', [('ratio', 'l1'), ('ratio', 'l2'), ('ratio', 'cosine'), ('infonce', 'l1')])
+@pytest.mark.parametrize('num_negatives', [None, 2])
+def test_other_negative_pools_match_the_naive_reference(negatives, form, distance, num_negatives):
+    """Student pool: detached, so the reference detaches it too; degraded pool: shifts start at 0 (same patch)."""
+    torch.manual_seed(6)
+    a = torch.randn(5, 3, 2, 3, dtype=torch.float64, requires_grad=True)
+    t = torch.randn(5, 3, 2, 3, dtype=torch.float64)
+    d = torch.randn(5, 3, 2, 3, dtype=torch.float64, requires_grad=True)  # must not receive a gradient
+    gate = torch.tensor([1., 0., 1., .5, 1.], dtype=torch.float64)
+    loss_fn = FACDContrastiveLoss(form=form, distance=distance, num_negatives=num_negatives, negatives=negatives)
+    if negatives == 'student':
+        loss, _ = loss_fn([a], [t], gate)
+        pool, first, k = a.detach(), 1, 4 if num_negatives is None else num_negatives
+    else:
+        loss, _ = loss_fn([a], [t], gate, negative_feats=[d])
+        pool, first, k = d.detach(), 0, 1 if num_negatives is None else num_negatives
+    reference = (naive_contrastive(a, t, form, distance, k, pool=pool, first_shift=first) * gate).sum() / 5
+    (grad, ), (grad_ref, ) = torch.autograd.grad(loss, a, retain_graph=True), torch.autograd.grad(reference, a)
+    torch.testing.assert_close(loss, reference, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(grad, grad_ref, rtol=1e-8, atol=1e-12)
+    loss.backward()
+    assert d.grad is None
+
+
 @pytest.mark.parametrize('function', [ShiftedL1Mean, ShiftedChannelDot])
-@pytest.mark.parametrize('num_negatives', [1, 3])
-def test_custom_functions_gradcheck(function, num_negatives):
+@pytest.mark.parametrize('shifts', [(1, ), (1, 2, 3), (0, 1)])
+def test_custom_functions_gradcheck(function, shifts):
     torch.manual_seed(2)
     a = torch.randn(4, 3, 2, 2, dtype=torch.float64, requires_grad=True)
     t = torch.randn(4, 3, 2, 2, dtype=torch.float64)
-    assert torch.autograd.gradcheck(lambda x: function.apply(x, t, num_negatives), (a, ))
+    p = torch.randn(4, 3, 2, 2, dtype=torch.float64)
+    pools = (p, ) if function is ShiftedL1Mean else (t, p)
+    assert torch.autograd.gradcheck(lambda x: function.apply(x, *pools, shifts), (a, ))
 
 
 @pytest.mark.parametrize('loss_fn', [
@@ -220,6 +261,8 @@ def saved_bytes(fn):
     (dict(distance='cosine'), 4),
     (dict(form='infonce'), 4),
     (dict(distance='l1', normalize=True), 5),
+    (dict(distance='l1', negatives='student'), 4),
+    (dict(distance='cosine', negatives='student'), 4),
 ])
 def test_saved_memory_does_not_grow_with_negatives(kwargs, budget):
     torch.manual_seed(4)
@@ -244,6 +287,10 @@ def test_batch_size_checks():
         FACDContrastiveLoss()([torch.randn(1, 2, 2, 2)], [torch.randn(1, 2, 2, 2)])
     with pytest.raises(ValueError, match='num_negatives'):
         FACDContrastiveLoss(num_negatives=3)([torch.randn(3, 2, 2, 2)], [torch.randn(3, 2, 2, 2)])
+    FACDContrastiveLoss(negatives='degraded').validate_batch_size(1)
+    FACDContrastiveLoss(negatives='degraded', num_negatives=4).validate_batch_size(4)
+    with pytest.raises(ValueError, match='num_negatives'):
+        FACDContrastiveLoss(negatives='degraded', num_negatives=5).validate_batch_size(4)
     for loss_fn in (FeatureDistillLoss(), FAKDAffinityLoss()):
         loss_fn.validate_batch_size(1)
         loss_fn([torch.randn(1, 2, 2, 2)], [torch.randn(1, 2, 2, 2)])
@@ -256,6 +303,7 @@ def test_batch_size_checks():
     (FACDContrastiveLoss, dict(temperature=0.0), 'temperature'),
     (FACDContrastiveLoss, dict(eps='1e-6'), 'eps'),
     (FACDContrastiveLoss, dict(normalize='yes'), 'normalize'),
+    (FACDContrastiveLoss, dict(negatives='bicubic'), 'negatives'),
     (FACDContrastiveLoss, dict(loss_weight=-1.0), 'loss_weight'),
     (FeatureDistillLoss, dict(criterion='l3'), 'criterion'),
     (FeatureDistillLoss, dict(tap_weights=[]), 'tap_weights'),
@@ -277,6 +325,16 @@ def test_bad_inputs_raise(cls):
         cls()(feats, feats[:2])
     with pytest.raises(ValueError, match='tap 0'):
         cls()([torch.randn(3, 2, 2, 3)], [torch.randn(3, 2, 2, 2)])
+
+
+def test_degraded_negatives_are_required_exactly_when_asked_for():
+    feats = [torch.randn(3, 2, 2, 2) for _ in range(2)]
+    with pytest.raises(ValueError, match='negative_feats'):
+        FACDContrastiveLoss(negatives='degraded')(feats, feats)
+    with pytest.raises(ValueError, match='negatives: degraded'):
+        FACDContrastiveLoss()(feats, feats, negative_feats=feats)
+    with pytest.raises(ValueError, match='tap by tap'):
+        FACDContrastiveLoss(negatives='degraded')(feats, feats, negative_feats=[feats[0], torch.randn(3, 2, 2, 3)])
 
 
 def test_built_from_options_like_basicsr():

@@ -12,6 +12,7 @@ from facd_basicsr.utils.registry import register_once
 
 _FORMS = ('ratio', 'infonce')
 _DISTANCES = ('l1', 'l2', 'cosine')
+_NEGATIVES = ('batch', 'student', 'degraded')
 
 
 def _per_sample_mean(x: Tensor) -> Tensor:
@@ -19,39 +20,47 @@ def _per_sample_mean(x: Tensor) -> Tensor:
     return x.flatten(1).mean(1)
 
 
-def _ratio_distances(anchor: Tensor, teacher: Tensor, distance: str, num_negatives: int,
+def _ratio_distances(anchor: Tensor, teacher: Tensor, pool: Tensor, distance: str, shifts: Tuple[int, ...],
                      eps: float) -> Tuple[Tensor, Tensor]:
-    """``d(a_i, t_i)`` and ``(1/K) sum_s d(a_i, t_{(i+s) mod B})``, both (B, ), in O(B*C*H*W) saved memory.
+    """``d(a_i, t_i)`` and ``(1/K) sum_s d(a_i, p_{(i+s) mod B})``, both (B, ), in O(B*C*H*W) saved memory.
 
-    l2 and cosine use exact decompositions around the teacher mean ``m_i = (1/K) sum_s t_{(i+s) mod B}`` (no grad);
+    ``pool`` holds the negatives (teacher features, or detached student or degraded-input teacher features), all
+    constants. l2 and cosine use exact decompositions around the pool mean ``m_i = (1/K) sum_s p_{(i+s) mod B}``;
     l1 uses :class:`ShiftedL1Mean`, which recomputes each shift in backward.
     """
     size = anchor[0].numel()
     if distance == 'l1':
-        return _per_sample_mean((anchor - teacher).abs()), ShiftedL1Mean.apply(anchor, teacher, num_negatives)
+        return _per_sample_mean((anchor - teacher).abs()), ShiftedL1Mean.apply(anchor, pool, shifts)
     if distance == 'l2':
-        # mean_s ||a - t_s||^2 = ||a - m||^2 + mean_s ||t_s - m||^2   (sums over C, H, W; then / (C*H*W))
-        mean_t = shifted_mean(teacher, num_negatives)
-        d_neg = _per_sample_mean((anchor - mean_t).pow(2)) + shifted_spread(teacher, mean_t, num_negatives) / size
+        # mean_s ||a - p_s||^2 = ||a - m||^2 + mean_s ||p_s - m||^2   (sums over C, H, W; then / (C*H*W))
+        mean_p = shifted_mean(pool, shifts)
+        d_neg = _per_sample_mean((anchor - mean_p).pow(2)) + shifted_spread(pool, mean_p, shifts) / size
         return _per_sample_mean((anchor - teacher).pow(2)), d_neg
     if distance == 'cosine':
-        # mean_s (1 - mean_hw <a^, t^_s>) = 1 - mean_hw <a^, mean_s t^_s>   (a^: unit C-vector per position)
+        # mean_s (1 - mean_hw <a^, p^_s>) = 1 - mean_hw <a^, mean_s p^_s>   (a^: unit C-vector per position)
         a_hat, t_hat = channel_normalize(anchor, eps), channel_normalize(teacher, eps)
+        p_hat = t_hat if pool is teacher else channel_normalize(pool, eps)
         d_pos = 1 - _per_sample_mean((a_hat * t_hat).sum(1))
-        d_neg = 1 - _per_sample_mean((a_hat * shifted_mean(t_hat, num_negatives)).sum(1))
+        d_neg = 1 - _per_sample_mean((a_hat * shifted_mean(p_hat, shifts)).sum(1))
         return d_pos, d_neg
     raise ValueError(f'Unsupported distance {distance!r}. Supported: {", ".join(_DISTANCES)}.')
 
 
 @register_once(LOSS_REGISTRY)
 class FACDContrastiveLoss(nn.Module):
-    """Feature-domain contrastive distillation loss of FACD, with in-batch teacher negatives.
+    """Feature-domain contrastive distillation loss of FACD, with in-batch teacher negatives by default.
 
     Paper: Moon et al., "Feature-domain Adaptive Contrastive Distillation for Efficient Single Image
     Super-Resolution", IEEE Access 11, 2023 (arXiv 2211.15951).
 
     For sample i and tap j, anchor ``a = F^S_ij`` (student feature after the DR adapter), positive ``t_i = F^T_ij``,
-    negatives ``t_k``: teacher features of the other patches ``k = (i + s) mod B``, ``s = 1..K`` at the same tap.
+    negatives, by ``negatives``:
+
+    - ``'batch'`` (default): teacher features ``t_k`` of the other patches ``k = (i + s) mod B``, ``s = 1..K``;
+    - ``'student'``: the adapted student features of those patches, detached (no gradient flows into a negative);
+    - ``'degraded'``: teacher features of degraded inputs, which FACDModel computes by a second teacher forward on
+      the LR batch after a bicubic down-and-up round trip by the scale (the blur bicubic interpolation leaves):
+      ``s = 0..K-1``, so K = 1 (the default here) is the same patch's degraded features alone.
 
     - ``form='ratio'`` (default): ``L_ij = d(a_i, t_i) / (mean_s d(a_i, t_{(i+s) mod B}) + eps)``.
     - ``form='infonce'``: at every position, cosine similarities (over channels) of ``a_i`` with ``t_i`` and the K
@@ -65,7 +74,8 @@ class FACDContrastiveLoss(nn.Module):
     OUR READING, not published: the FACD authors released no code and the paper text was not available to us; only
     the abstract and the framework figure (anchor, positive, negative, d_pos, d_neg; no softmax drawn) are certain.
     The ratio formula (the CSD / AECR-Net contrastive-regularisation form), the distances, the choice of teacher
-    features of other batch patches as negatives, the number K, ``normalize`` and the whole InfoNCE form are ours.
+    features of other batch patches as negatives, the number K, the student and degraded-input negative pools,
+    ``normalize`` and the whole InfoNCE form are ours.
 
     Memory is O(B*C*H*W) per tap for any K (InfoNCE adds O(B*K*H*W) logits); time is O(B*K*C*H*W).
 
@@ -77,7 +87,8 @@ class FACDContrastiveLoss(nn.Module):
           tap_weights: ~          # one weight per tap, ~ = all 1.0
           form: ratio             # ratio | infonce
           distance: l1            # l1 | l2 | cosine  (ratio form only)
-          num_negatives: ~        # K, ~ = batch size - 1
+          negatives: batch        # batch | student | degraded
+          num_negatives: ~        # K, ~ = batch size - 1 (degraded: 1)
           temperature: 0.1        # infonce only
           eps: !!float 1e-6
           normalize: false        # unit C-vectors before the distance (ratio form)
@@ -87,8 +98,9 @@ class FACDContrastiveLoss(nn.Module):
         tap_weights (Sequence[float] | None): Weight w_j of each tap; None gives 1.0 to every tap. Default: None.
         form (str): 'ratio' | 'infonce'. Default: 'ratio'.
         distance (str): 'l1' | 'l2' | 'cosine', used by the ratio form. Default: 'l1'.
-        num_negatives (int | None): K >= 1 in-batch negatives per anchor, must be < batch size; None means B - 1.
-            Default: None.
+        negatives (str): 'batch' | 'student' | 'degraded', the pool of negatives (see above). Default: 'batch'.
+        num_negatives (int | None): K >= 1 negatives per anchor; None means B - 1 ('degraded': 1). Must be < B
+            ('degraded': <= B). Default: None.
         temperature (float): InfoNCE temperature tau > 0. Default: 0.1.
         eps (float): > 0, added to the ratio's denominator and to the norms of the cosine. Default: 1e-6.
         normalize (bool): Divide student and teacher C-vectors by their L2 norm (+ eps) at every position before the
@@ -103,6 +115,7 @@ class FACDContrastiveLoss(nn.Module):
                  form: str = 'ratio',
                  distance: str = 'l1',
                  num_negatives: Optional[int] = None,
+                 negatives: str = 'batch',
                  temperature: float = 0.1,
                  eps: float = 1e-6,
                  normalize: bool = False) -> None:
@@ -116,6 +129,7 @@ class FACDContrastiveLoss(nn.Module):
             raise ValueError(
                 f'num_negatives must be an integer >= 1 or None (= batch size - 1), got {num_negatives!r}.')
         self.num_negatives = num_negatives
+        self.negatives = check_choice('negatives', negatives, _NEGATIVES)
         self.temperature = check_number('temperature', temperature, strict=True)
         self.eps = check_number('eps', eps, strict=True)
         if not isinstance(normalize, bool):
@@ -124,11 +138,28 @@ class FACDContrastiveLoss(nn.Module):
 
     def extra_repr(self) -> str:
         return (f'loss_weight={self.loss_weight}, tap_weights={self.tap_weights}, form={self.form!r}, '
-                f'distance={self.distance!r}, num_negatives={self.num_negatives}, temperature={self.temperature}, '
+                f'distance={self.distance!r}, negatives={self.negatives!r}, num_negatives={self.num_negatives}, '
+                f'temperature={self.temperature}, '
                 f'eps={self.eps}, normalize={self.normalize}')
+
+    @property
+    def needs_degraded_features(self) -> bool:
+        """True when the caller must pass the teacher features of degraded inputs as ``negative_feats``."""
+        return self.negatives == 'degraded'
+
+    def shifts(self, batch_size: int) -> Tuple[int, ...]:
+        """The batch shifts s of the K negatives of every anchor (see the module notes of feature_loss_util)."""
+        if self.negatives == 'degraded':
+            return tuple(range(1 if self.num_negatives is None else self.num_negatives))
+        return tuple(range(1, (batch_size if self.num_negatives is None else self.num_negatives + 1)))
 
     def validate_batch_size(self, batch_size: int) -> None:
         """Raise a ValueError when a batch of ``batch_size`` patches cannot supply the negatives."""
+        if self.negatives == 'degraded':
+            if self.num_negatives is not None and self.num_negatives > batch_size:
+                raise ValueError(f'num_negatives (K={self.num_negatives}) must be <= batch size ({batch_size}) with '
+                                 'negatives: degraded (the degraded copies of the batch are the pool).')
+            return
         if batch_size < 2:
             raise ValueError(f'FACDContrastiveLoss takes its negatives from the other patches of the batch: '
                              f'batch_size_per_gpu must be >= 2, got {batch_size}.')
@@ -136,31 +167,44 @@ class FACDContrastiveLoss(nn.Module):
             raise ValueError(f'num_negatives (K={self.num_negatives}) must be < batch size ({batch_size}): each patch '
                              f'has only {batch_size - 1} other patches. Lower num_negatives or set it to ~.')
 
-    def _tap_terms(self, anchor: Tensor, teacher: Tensor, num_negatives: int) -> Tuple[Tensor, Tensor, Tensor]:
+    def _pool(self, anchor: Tensor, teacher: Tensor, degraded: Optional[Tensor]) -> Tensor:
+        """The constant tensor the negatives are taken from, (B, C, H, W), transformed like ``anchor``."""
+        if self.negatives == 'student':
+            return anchor.detach()
+        return teacher if degraded is None else degraded.detach()
+
+    def _tap_terms(self, anchor: Tensor, teacher: Tensor, degraded: Optional[Tensor],
+                   shifts: Tuple[int, ...]) -> Tuple[Tensor, Tensor, Tensor]:
         """Per-sample loss, d_pos and mean negative distance at one tap, each of shape (B, )."""
         teacher = teacher.detach()
         if self.form == 'infonce':
             a_hat, t_hat = channel_normalize(anchor, self.eps), channel_normalize(teacher, self.eps)
-            cos = ShiftedChannelDot.apply(a_hat, t_hat, num_negatives)  # (B, 1 + K, H, W), column 0 = positive
+            p_hat = self._pool(a_hat, t_hat, None if degraded is None else channel_normalize(degraded, self.eps))
+            cos = ShiftedChannelDot.apply(a_hat, t_hat, p_hat, shifts)  # (B, 1 + K, H, W), column 0 = positive
             scaled = cos / self.temperature
             loss = _per_sample_mean(scaled.logsumexp(1) - scaled[:, 0])
             cos = cos.detach()
             return loss, 1 - _per_sample_mean(cos[:, 0]), 1 - _per_sample_mean(cos[:, 1:])
         if self.normalize:
             anchor, teacher = channel_normalize(anchor, self.eps), channel_normalize(teacher, self.eps)
-        d_pos, d_neg = _ratio_distances(anchor, teacher, self.distance, num_negatives, self.eps)
+            degraded = None if degraded is None else channel_normalize(degraded, self.eps)
+        pool = self._pool(anchor, teacher, degraded)
+        d_pos, d_neg = _ratio_distances(anchor, teacher, pool, self.distance, shifts, self.eps)
         return d_pos / (d_neg + self.eps), d_pos, d_neg
 
     def forward(self,
                 student_feats: Sequence[Tensor],
                 teacher_feats: Sequence[Tensor],
-                weight: Optional[Tensor] = None) -> Tuple[Tensor, Dict[str, Tensor]]:
+                weight: Optional[Tensor] = None,
+                negative_feats: Optional[Sequence[Tensor]] = None) -> Tuple[Tensor, Dict[str, Tensor]]:
         """Contrastive loss summed over taps.
 
         Args:
             student_feats (Sequence[Tensor]): adapted student features, one (B, C, H, W) map per tap.
             teacher_feats (Sequence[Tensor]): teacher features of the same shapes; treated as constants.
             weight (Tensor | None): per-sample gate g of shape (B, ) in [0, 1]; None means all ones.
+            negative_feats (Sequence[Tensor] | None): with ``negatives: degraded`` only (then required): teacher
+                features of the degraded inputs, shaped like ``teacher_feats``; treated as constants.
 
         Returns:
             tuple[Tensor, dict]: the scalar loss, and detached logging terms ``tap{j}`` ((1/B) sum_i g_i L_ij),
@@ -169,9 +213,27 @@ class FACDContrastiveLoss(nn.Module):
         batch = check_features(student_feats, teacher_feats, same_channels=True)
         self.validate_batch_size(batch)
         resolve_tap_weights(self.tap_weights, len(student_feats))  # fail before the work, not after
-        num_negatives = batch - 1 if self.num_negatives is None else self.num_negatives
-        per_tap = [self._tap_terms(s, t, num_negatives) for s, t in zip(student_feats, teacher_feats)]
+        degraded = self._check_negative_feats(teacher_feats, negative_feats)
+        shifts = self.shifts(batch)
+        per_tap = [self._tap_terms(s, t, d, shifts) for s, t, d in zip(student_feats, teacher_feats, degraded)]
         loss, terms = reduce_taps([p[0] for p in per_tap], weight, self.tap_weights, self.loss_weight)
         terms['d_pos'] = sum(p[1].detach().mean() for p in per_tap) / len(per_tap)
         terms['d_neg'] = sum(p[2].detach().mean() for p in per_tap) / len(per_tap)
         return loss, terms
+
+    def _check_negative_feats(self, teacher_feats: Sequence[Tensor],
+                              negative_feats: Optional[Sequence[Tensor]]) -> Sequence[Optional[Tensor]]:
+        """One degraded-input map per tap (same shapes as the teacher's) or Nones; raises a ValueError otherwise."""
+        if not self.needs_degraded_features:
+            if negative_feats is not None:
+                raise ValueError(f'negative_feats are only used with negatives: degraded (this loss has negatives: '
+                                 f'{self.negatives}).')
+            return [None] * len(teacher_feats)
+        if negative_feats is None:
+            raise ValueError('negatives: degraded needs negative_feats: the teacher features of the degraded inputs '
+                             '(FACDModel passes them).')
+        shapes = [tuple(t.shape) for t in teacher_feats]
+        if [tuple(n.shape) for n in negative_feats] != shapes:
+            raise ValueError(f'negative_feats must match the teacher features tap by tap, shapes {shapes}; got '
+                             f'{[tuple(n.shape) for n in negative_feats]}.')
+        return negative_feats

@@ -2,9 +2,11 @@
 
 The file name does not end in ``_loss.py`` on purpose: the registry scanner skips it, nothing here is registered.
 
-Shifted-batch notation (used by ``FACDContrastiveLoss``): for a batch of B feature maps, the negatives of sample i
-are the teacher maps of samples ``(i + s) mod B`` for ``s = 1..K``. The kernels below loop over the K shifts without
-ever stacking them, and keep only O(B*C*H*W) tensors for backward.
+Shifted-batch notation (used by ``FACDContrastiveLoss``): for a batch of B maps of a negative pool ``p`` (teacher
+features by default), the negatives of sample i are ``p_{(i + s) mod B}`` for the shifts ``s`` in a tuple of K
+integers: ``1..K`` for the other patches of the batch, ``0..K-1`` when the pool is a degraded copy of the batch (shift
+0 = the same patch). The kernels loop over the K shifts without ever stacking them and keep only O(B*C*H*W) tensors
+for backward.
 """
 import math
 from numbers import Real
@@ -117,84 +119,87 @@ def shift_pairs(batch: int, shift: int) -> Tuple[Tuple[slice, slice], Tuple[slic
     return (slice(0, batch - shift), slice(shift, batch)), (slice(batch - shift, batch), slice(0, shift))
 
 
-def shifted_mean(teacher: Tensor, num_negatives: int) -> Tensor:
-    """``m_i = (1/K) sum_{s=1..K} t_{(i+s) mod B}`` for any leading batch dim; computed without autograd."""
+def shifted_mean(pool: Tensor, shifts: Sequence[int]) -> Tensor:
+    """``m_i = (1/K) sum_{s in shifts} p_{(i+s) mod B}`` for any leading batch dim; computed without autograd."""
     with torch.no_grad():
-        total = torch.zeros_like(teacher)
-        for shift in range(1, num_negatives + 1):
-            for rows, cols in shift_pairs(teacher.shape[0], shift):
-                total[rows] += teacher[cols]
-        return total / num_negatives
+        total = torch.zeros_like(pool)
+        for shift in shifts:
+            for rows, cols in shift_pairs(pool.shape[0], shift):
+                total[rows] += pool[cols]
+        return total / len(shifts)
 
 
-def shifted_spread(teacher: Tensor, mean: Tensor, num_negatives: int) -> Tensor:
-    """``(1/K) sum_{s=1..K} ||t_{(i+s) mod B} - m_i||^2`` (sum over all but the batch dim), shape (B, ); no autograd."""
+def shifted_spread(pool: Tensor, mean: Tensor, shifts: Sequence[int]) -> Tensor:
+    """``(1/K) sum_{s in shifts} ||p_{(i+s) mod B} - m_i||^2`` (sum over all but the batch dim), shape (B, ); no
+    autograd."""
     with torch.no_grad():
-        out = teacher.new_zeros(teacher.shape[0])
-        for shift in range(1, num_negatives + 1):
-            for rows, cols in shift_pairs(teacher.shape[0], shift):
-                out[rows] += (teacher[cols] - mean[rows]).pow_(2).flatten(1).sum(1)
-        return out / num_negatives
+        out = pool.new_zeros(pool.shape[0])
+        for shift in shifts:
+            for rows, cols in shift_pairs(pool.shape[0], shift):
+                out[rows] += (pool[cols] - mean[rows]).pow_(2).flatten(1).sum(1)
+        return out / len(shifts)
 
 
 class ShiftedL1Mean(torch.autograd.Function):
-    """``D_i = (1/K) sum_{s=1..K} mean_{C,H,W} |a_i - t_{(i+s) mod B}|``, shape (B, ); gradient for ``a`` only.
+    """``D_i = (1/K) sum_{s in shifts} mean_{C,H,W} |a_i - p_{(i+s) mod B}|``, shape (B, ); gradient for ``a`` only.
 
     Forward accumulates the K distances one shift at a time; backward recomputes each shift's sign, so only ``a`` and
-    ``t`` are saved (autograd on a Python loop would keep K difference tensors alive).
+    ``p`` are saved (autograd on a Python loop would keep K difference tensors alive). ``p`` may be ``a.detach()``.
     """
 
     @staticmethod
-    def forward(ctx, anchor: Tensor, teacher: Tensor, num_negatives: int) -> Tensor:
-        ctx.save_for_backward(anchor, teacher)
-        ctx.num_negatives = num_negatives
+    def forward(ctx, anchor: Tensor, pool: Tensor, shifts: Sequence[int]) -> Tensor:
+        ctx.save_for_backward(anchor, pool)
+        ctx.shifts = tuple(shifts)
         out = anchor.new_zeros(anchor.shape[0])
-        for shift in range(1, num_negatives + 1):
+        for shift in ctx.shifts:
             for rows, cols in shift_pairs(anchor.shape[0], shift):
-                out[rows] += (anchor[rows] - teacher[cols]).abs_().flatten(1).mean(1)
-        return out / num_negatives
+                out[rows] += (anchor[rows] - pool[cols]).abs_().flatten(1).mean(1)
+        return out / len(ctx.shifts)
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_out: Tensor) -> Tuple[Optional[Tensor], None, None]:
-        anchor, teacher = ctx.saved_tensors
+        anchor, pool = ctx.saved_tensors
         if not ctx.needs_input_grad[0]:
             return None, None, None
         grad = torch.zeros_like(anchor)
-        for shift in range(1, ctx.num_negatives + 1):
+        for shift in ctx.shifts:
             for rows, cols in shift_pairs(anchor.shape[0], shift):
-                grad[rows] += (anchor[rows] - teacher[cols]).sign_()
-        scale = grad_out / (ctx.num_negatives * anchor[0].numel())
+                grad[rows] += (anchor[rows] - pool[cols]).sign_()
+        scale = grad_out / (len(ctx.shifts) * anchor[0].numel())
         return grad * scale.view(-1, *([1] * (anchor.dim() - 1))), None, None
 
 
 class ShiftedChannelDot(torch.autograd.Function):
-    """Channel dot products ``z[i, s, h, w] = <a_i(h, w), t_{(i+s) mod B}(h, w)>``, s = 0..K.
+    """Channel dot products with the positive and the shifted negatives, s = shifts[k - 1]::
 
-    Shapes: anchor and teacher (B, C, H, W) -> z (B, 1 + K, H, W). Column 0 is the positive (s = 0). The map is
-    linear in ``a``, so backward needs only ``t``: nothing of size (B, K, C, H, W) is built or saved.
+        z[i, 0, h, w] = <a_i(h, w), t_i(h, w)>          z[i, k, h, w] = <a_i(h, w), p_{(i+s) mod B}(h, w)>
+
+    Shapes: anchor, positive t and pool p (B, C, H, W) -> z (B, 1 + K, H, W). The map is linear in ``a``, so
+    backward needs only ``t`` and ``p`` (often the same tensor): nothing of size (B, K, C, H, W) is built or saved.
     """
 
     @staticmethod
-    def forward(ctx, anchor: Tensor, teacher: Tensor, num_negatives: int) -> Tensor:
-        ctx.save_for_backward(teacher)
-        ctx.num_negatives = num_negatives
+    def forward(ctx, anchor: Tensor, positive: Tensor, pool: Tensor, shifts: Sequence[int]) -> Tensor:
+        ctx.save_for_backward(positive, pool)
+        ctx.shifts = tuple(shifts)
         batch, _, height, width = anchor.shape
-        logits = anchor.new_empty(batch, num_negatives + 1, height, width)
-        logits[:, 0] = (anchor * teacher).sum(1)
-        for shift in range(1, num_negatives + 1):
+        logits = anchor.new_empty(batch, len(ctx.shifts) + 1, height, width)
+        logits[:, 0] = (anchor * positive).sum(1)
+        for column, shift in enumerate(ctx.shifts, start=1):
             for rows, cols in shift_pairs(batch, shift):
-                logits[rows, shift] = (anchor[rows] * teacher[cols]).sum(1)
+                logits[rows, column] = (anchor[rows] * pool[cols]).sum(1)
         return logits
 
     @staticmethod
     @once_differentiable
-    def backward(ctx, grad_logits: Tensor) -> Tuple[Optional[Tensor], None, None]:
-        (teacher, ) = ctx.saved_tensors
+    def backward(ctx, grad_logits: Tensor) -> Tuple[Optional[Tensor], None, None, None]:
+        positive, pool = ctx.saved_tensors
         if not ctx.needs_input_grad[0]:
-            return None, None, None
-        grad = teacher * grad_logits[:, :1]
-        for shift in range(1, ctx.num_negatives + 1):
-            for rows, cols in shift_pairs(teacher.shape[0], shift):
-                grad[rows] += teacher[cols] * grad_logits[rows, shift:shift + 1]
-        return grad, None, None
+            return None, None, None, None
+        grad = positive * grad_logits[:, :1]
+        for column, shift in enumerate(ctx.shifts, start=1):
+            for rows, cols in shift_pairs(pool.shape[0], shift):
+                grad[rows] += pool[cols] * grad_logits[rows, column:column + 1]
+        return grad, None, None, None

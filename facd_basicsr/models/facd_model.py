@@ -13,6 +13,7 @@ Options (besides SRModel's)::
       adapter: {type: FACDAdapter, kind: conv1x1}         # channels come from a dry run
       gate: {mode: teacher_better, margin: 0.0}           # or top_fraction (fraction) or always
       teacher_check: true                                 # teacher must beat bicubic on the first val images
+      feature_ramp_iters: 0                               # feature-loss weight x min(1, iter / N); 0 = off
     train:
       pixel_opt: {type: L1Loss, loss_weight: 0.5}         # student vs ground truth
       kd_opt: {type: L1Loss, loss_weight: 0.5}            # student vs teacher output, gated
@@ -33,13 +34,15 @@ from basicsr.utils.registry import MODEL_REGISTRY
 
 from facd_basicsr.archs.facd_adapter_arch import FACDAdapterBank
 from facd_basicsr.utils.checkpoint import fingerprint, load_strictly, read_state_dict
+from facd_basicsr.utils.degrade import bicubic_round_trip
 from facd_basicsr.utils.feature_taps import FeatureTaps
 from facd_basicsr.utils.gate import AdaptiveGate
 from facd_basicsr.utils.registry import register_once
 from facd_basicsr.utils.teacher_runtime import TeacherRunner
 
 DISTILL_KEYS = ('teacher_taps', 'student_taps', 'adapter', 'gate', 'teacher_check', 'teacher_check_images',
-                'dry_run_size', 'teacher_amp', 'teacher_channels_last', 'teacher_compile', 'teacher_fp32_modules')
+                'dry_run_size', 'teacher_amp', 'teacher_channels_last', 'teacher_compile', 'teacher_fp32_modules',
+                'feature_ramp_iters')
 DEFAULT_ADAPTER = {'type': 'FACDAdapter', 'kind': 'conv1x1'}
 
 
@@ -49,7 +52,18 @@ def distill_options(opt: dict) -> dict:
     unknown = sorted(set(distill) - set(DISTILL_KEYS))
     if unknown:
         raise KeyError(f'distill: unknown option(s) {unknown}. Known: {", ".join(DISTILL_KEYS)}')
+    ramp = distill.get('feature_ramp_iters', 0)
+    if isinstance(ramp, bool) or not isinstance(ramp, int) or ramp < 0:
+        raise ValueError(f'distill.feature_ramp_iters must be an integer >= 0 (0 = no ramp), got {ramp!r}')
     return distill
+
+
+def ramp_factor(current_iter: int, ramp_iters: int) -> float:
+    """Linear warm-up of the feature term: ``min(1, current_iter / ramp_iters)``; 1 when ``ramp_iters`` is 0.
+
+    BasicSR counts iterations from 1, so the first step already gets ``1 / ramp_iters``.
+    """
+    return 1.0 if ramp_iters <= 0 else min(1.0, current_iter / ramp_iters)
 
 
 @register_once(MODEL_REGISTRY)
@@ -83,6 +97,9 @@ class FACDModel(SRModel):
         if self.cri_feat is not None:
             self._build_taps_and_adapters()
             self.cri_feat.validate_batch_size(self._batch_size())
+            if getattr(self.cri_feat, 'needs_degraded_features', False) and int(self.opt.get('scale', 1)) < 2:
+                raise ValueError(f'train.feature_opt negatives: degraded needs scale >= 2 (a bicubic round trip by '
+                                 f'the scale), got scale {self.opt.get("scale")}')
         else:
             self._dry_run()
         if resume.get('params') is not None and self.net_adapter is not None:
@@ -225,6 +242,10 @@ class FACDModel(SRModel):
             loss_dict['l_kd'] = l_kd
         if self.cri_feat is not None:
             l_feat, terms = self._feature_loss(gate)
+            ramp = ramp_factor(current_iter, self.distill_opt.get('feature_ramp_iters', 0))
+            if ramp < 1.0:
+                l_feat = l_feat * ramp
+                loss_dict['feat_ramp'] = l_feat.new_tensor(ramp)
             l_total = l_total + l_feat
             loss_dict['l_feat'] = l_feat
             loss_dict.update(terms)
@@ -250,11 +271,23 @@ class FACDModel(SRModel):
         feats_s = self.student_taps.pop()
         if self.net_adapter is not None:
             feats_s = self.net_adapter(feats_s)
-        l_feat, terms = self.cri_feat(feats_s, feats_t, weight=None if self.gate.always_on else gate)
+        extra = {}
+        if getattr(self.cri_feat, 'needs_degraded_features', False):
+            extra['negative_feats'] = self._degraded_teacher_features()
+        l_feat, terms = self.cri_feat(feats_s, feats_t, weight=None if self.gate.always_on else gate, **extra)
         renamed: Dict[str, torch.Tensor] = OrderedDict()
         for key, value in terms.items():
             renamed[f'l_feat_{key}' if key.startswith('tap') else key] = value
         return l_feat, renamed
+
+    def _degraded_teacher_features(self) -> list:
+        """Teacher tap maps of the LR batch after a bicubic round trip by the scale: one more no-grad teacher pass."""
+        self.teacher_taps.recording = True
+        try:
+            self.run_teacher(bicubic_round_trip(self.lq, int(self.opt['scale'])))
+            return self.teacher_taps.pop()
+        finally:
+            self.teacher_taps.recording = False
 
     # ------------------------------------------------------------------ checkpoints
     def save(self, epoch: int, current_iter: int) -> None:
