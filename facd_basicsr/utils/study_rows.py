@@ -67,6 +67,23 @@ def knob_rows(weight: float) -> list:
     ] + [facd_row(w, form='infonce', temperature=t) for w, t in ((1e-2, 0.1), (1e-1, 0.1), (1e-2, 0.5))]
 
 
+def negative_rows(weight: float) -> list:
+    """Where the negatives come from: detached student features of the other patches, or the teacher's features of
+    the same patch's LR after a bicubic round trip (K = 1, one more teacher pass per step)."""
+    return [
+        facd_row(weight, suffix='_student', note=', student negatives', negatives='student'),
+        facd_row(weight, suffix='_degraded', note=', degraded-input negatives (K=1)', negatives='degraded'),
+    ]
+
+
+def ramp_rows(weight: float) -> list:
+    """The contrastive term ramped in linearly over the first third or two thirds of the 1500 iterations."""
+    return [
+        variant(facd_row(weight), f'_ramp{n}', f', ramped in over {n} iterations', {'distill.feature_ramp_iters': n})
+        for n in (500, 1000)
+    ]
+
+
 def variant(row: Row, suffix: str, note: str, overrides: Mapping) -> Row:
     """``row`` with more overrides; key ``row.key + suffix``, label ``row.label + note``."""
     return Row(row.key + suffix, row.label + note, row.base, dict(row.overrides, **overrides))
@@ -98,7 +115,8 @@ def registry() -> Dict[str, Row]:
     rows += [fd_row(w) for w in (1e-3, 1e-2, 1e-1, 1.)] + [fd_row(1e-2, 'l2')]
     rows += [fakd_row(w) for w in (1., 10.)]
     rows += [facd_row(w) for w in (1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1, 1., 3.)]
-    rows += knob_rows(KNOB_WEIGHT) + tap_rows() + budget_rows() + long_rows()
+    rows += knob_rows(KNOB_WEIGHT) + negative_rows(KNOB_WEIGHT) + ramp_rows(KNOB_WEIGHT)
+    rows += tap_rows() + budget_rows() + long_rows()
     return {row.key: row for row in rows}
 
 
@@ -117,6 +135,10 @@ GROUPS = {
     # 'always' (measured at w 1e-2: 33.6365 dB both).
     'knobs': ('scratch', 'kd', f'facd_l1_w{tag(KNOB_WEIGHT)}_always') + tuple(
         key for key in _keys(knob_rows(KNOB_WEIGHT)) if not key.endswith('_teacher_better')),
+    'negatives': ('scratch', 'kd', 'fd_l1_w1e-2', f'facd_l1_w{tag(KNOB_WEIGHT)}_always',
+                  f'facd_l1_w{tag(KNOB_WEIGHT)}_k1_always', f'facd_l1_w{tag(KNOB_WEIGHT)}_k4_always') + _keys(
+                      negative_rows(KNOB_WEIGHT)),
+    'ramp': ('scratch', 'kd', 'fd_l1_w1e-2', f'facd_l1_w{tag(KNOB_WEIGHT)}_always') + _keys(ramp_rows(KNOB_WEIGHT)),
     'budget': ('scratch', 'tinit') + _keys(budget_rows()),
     'long': ('scratch_it3000', ) + _keys(long_rows()),
     'taps': ('scratch', 'kd', 'fd_l1_w1e-2', f'facd_l1_w{tag(KNOB_WEIGHT)}_always') + _keys(tap_rows()),
