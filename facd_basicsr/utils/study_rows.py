@@ -112,9 +112,10 @@ def long_rows() -> list:
 def registry() -> Dict[str, Row]:
     """Every row by key."""
     rows = baseline_rows()
-    rows += [fd_row(w) for w in (1e-3, 1e-2, 1e-1, 1.)] + [fd_row(1e-2, 'l2')]
+    rows += [fd_row(w) for w in (1e-3, 1e-2, 1e-1, 1.)] + [fd_row(w, 'l2') for w in L2_WEIGHTS['fd']]
     rows += [fakd_row(w) for w in (1., 10.)]
     rows += [facd_row(w) for w in (1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1, 1., 3.)]
+    rows += [facd_row(w, distance='l2') for w in L2_WEIGHTS['facd'] if w != KNOB_WEIGHT]
     rows += knob_rows(KNOB_WEIGHT) + negative_rows(KNOB_WEIGHT) + ramp_rows(KNOB_WEIGHT)
     rows += tap_rows() + budget_rows() + long_rows()
     return {row.key: row for row in rows}
@@ -126,6 +127,9 @@ def _keys(rows: list) -> tuple:
 
 # The weight at which the other FACD knobs are explored: the best ratio-l1 weight of the 'weights' group.
 KNOB_WEIGHT = 3e-1
+# ratio-l2 scored best in the 'knobs' group, so both l2 losses get a weight sweep (FD with the same effort; ratio-l2
+# at w pulls like FD-l2 at w / d_neg, d_neg ~ 745 at the end of training, so FD-l2 3e-4 matches FACD-l2 0.3).
+L2_WEIGHTS = {'fd': (3e-4, 1e-3, 1e-2), 'facd': (1e-1, 3e-1, 1.)}
 GROUPS = {
     'weights': ('scratch', 'kd', 'fd_l1_w1e-3', 'fd_l1_w1e-2', 'fd_l1_w1e-1', 'fd_l1_w1e0', 'facd_l1_w1e-3_always',
                 'facd_l1_w3e-3_always', 'facd_l1_w1e-2_always', 'facd_l1_w3e-2_always', 'facd_l1_w1e-1_always',
@@ -139,6 +143,8 @@ GROUPS = {
                   f'facd_l1_w{tag(KNOB_WEIGHT)}_k1_always', f'facd_l1_w{tag(KNOB_WEIGHT)}_k4_always') + _keys(
                       negative_rows(KNOB_WEIGHT)),
     'ramp': ('scratch', 'kd', 'fd_l1_w1e-2', f'facd_l1_w{tag(KNOB_WEIGHT)}_always') + _keys(ramp_rows(KNOB_WEIGHT)),
+    'l2': ('scratch', 'kd', 'fd_l1_w1e-2') + tuple(f'fd_l2_w{tag(w)}' for w in L2_WEIGHTS['fd']) + tuple(
+        f'facd_l2_w{tag(w)}_always' for w in L2_WEIGHTS['facd']),
     'budget': ('scratch', 'tinit') + _keys(budget_rows()),
     'long': ('scratch_it3000', ) + _keys(long_rows()),
     'taps': ('scratch', 'kd', 'fd_l1_w1e-2', f'facd_l1_w{tag(KNOB_WEIGHT)}_always') + _keys(tap_rows()),
