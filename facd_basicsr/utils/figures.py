@@ -1,6 +1,7 @@
 """Pictures written by ``make demo`` and ``make mini-table``: a labelled crop comparison and a bar chart."""
 import os
 import os.path as osp
+import textwrap
 from typing import Sequence, Tuple
 
 import cv2
@@ -89,7 +90,7 @@ def bar_chart(labels: Sequence[str], means: Sequence[float], stds: Sequence[floa
     ax.set_yticks(positions)
     ax.set_yticklabels(labels)
     ax.set_xlabel('PSNR-Y (dB), mean ± std over seeds')
-    ax.set_title(title)
+    ax.set_title('\n'.join(textwrap.wrap(title, 60)), fontsize=10)  # long titles are cut off by the figure edge
     fig.tight_layout()
     os.makedirs(osp.dirname(osp.abspath(path)), exist_ok=True)
     fig.savefig(path)
