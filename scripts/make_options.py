@@ -41,14 +41,17 @@ FAMILIES = {
 
 # variant -> (model_type, title, feature_opt block or None, kd, gate block)
 VARIANTS = {
-    'FACD': ('FACDModel', 'FACD: pixel + gated output KD + gated feature-domain contrastive loss',
+    'FACD': ('FACDModel', 'FACD: pixel + gated output KD + gated feature-domain contrastive loss (ratio-L2)',
              "  feature_opt:\n    type: FACDContrastiveLoss\n    loss_weight: 0.3\n    form: ratio\n"
-             "    distance: l1\n    num_negatives: ~\n", True, "    mode: teacher_better\n    margin: 0.0\n"),
+             "    distance: l2\n    num_negatives: ~\n", True, "    mode: teacher_better\n    margin: 0.0\n"),
     'FACDAlways': ('FACDModel', 'FACD without the adaptive gate (every patch distilled)',
                    "  feature_opt:\n    type: FACDContrastiveLoss\n    loss_weight: 0.3\n    form: ratio\n"
-                   "    distance: l1\n    num_negatives: ~\n", True, "    mode: always\n"),
-    'FD': ('FACDModel', 'conventional feature distillation (FitNet-style L1 after the DR adapter) + output KD',
-           "  feature_opt:\n    type: FeatureDistillLoss\n    loss_weight: 0.01\n    criterion: l1\n", True,
+                   "    distance: l2\n    num_negatives: ~\n", True, "    mode: always\n"),
+    'FACDLiteral': ('FACDModel', 'FACD, our first reading: ratio-L1 contrastive loss (the default before the study)',
+                    "  feature_opt:\n    type: FACDContrastiveLoss\n    loss_weight: 0.3\n    form: ratio\n"
+                    "    distance: l1\n    num_negatives: ~\n", True, "    mode: teacher_better\n    margin: 0.0\n"),
+    'FD': ('FACDModel', 'conventional feature distillation (FitNet-style L2 after the DR adapter) + output KD',
+           "  feature_opt:\n    type: FeatureDistillLoss\n    loss_weight: 0.0003\n    criterion: l2\n", True,
            "    mode: always\n"),
     'FAKD': ('FACDModel', 'FAKD spatial-affinity distillation + output KD',
              "  feature_opt:\n    type: FAKDAffinityLoss\n    loss_weight: 10.0  # FAKD: 10*SA with alpha 0.5\n"

@@ -164,9 +164,9 @@ def test_mini_table_facd_row_is_the_option_file_default():
     spec.loader.exec_module(module)
     rows = registry()
     assert all(key in rows for key in module.MINI_TABLE_ROWS)
-    assert module.MINI_TABLE_ROWS[-1] == 'facd_l1_w3e-1_teacher_better'
+    assert module.MINI_TABLE_ROWS[-1] == 'facd_l2_w3e-1_teacher_better'
     generated = rows[module.MINI_TABLE_ROWS[-1]].options(3, 'x')
-    assert (generated['name'], generated['manual_seed']) == ('x_facd_l1_w3e-1_teacher_better_s3', 3)
+    assert (generated['name'], generated['manual_seed']) == ('x_facd_l2_w3e-1_teacher_better_s3', 3)
     assert with_overrides(generated, {'name': DELETE, 'manual_seed': DELETE}) == with_overrides(
         load_options(DEMO_FACD), {'name': DELETE, 'manual_seed': DELETE})
 
