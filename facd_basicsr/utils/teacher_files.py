@@ -13,7 +13,7 @@ ZOO_SOURCE = 'BasicSR model zoo (BasicSR scripts/download_pretrained_models.py E
 EDSR_PYTORCH_SOURCE = 'official EDSR-PyTorch, https://cv.snu.ac.kr/research/EDSR/models/'
 RCAN_SOURCE = 'official RCAN (yulunzhang/RCAN, models_ECCV2018RCAN.zip)'
 NAME_HASH = re.compile(r'-([0-9a-f]{8})\.pth$')
-BASELINES = ('FACDAlways', 'FAKD', 'FD', 'KD')
+BASELINES = ('FACDAlways', 'FACDLiteral', 'FAKD', 'FD', 'KD')
 
 
 @dataclass(frozen=True)
