@@ -8,8 +8,8 @@ with their quartiles (a measure of the noise).
 - ``teacher``: the teacher forward under ``torch.no_grad``. floor = student + teacher (sum of the medians);
   ``floor seq`` runs the two back to back in one call (the teacher output held during the student step).
 - ``kd only``: ``FACDModel.optimize_parameters`` with pixel L1 + gated output KD (no taps, adapters, feature loss).
-- ``facd``: the same plus FACDContrastiveLoss (ratio, l1, K = B - 1, weight 0.01) on three taps through 1x1
-  adapters; gate ``teacher_better``.
+- ``facd``: the same plus FACDContrastiveLoss (ratio, l2 as in the recipes, K = B - 1, weight 0.3) on three taps
+  through 1x1 adapters; gate ``teacher_better``.
 - ``naive``: the facd step with the teacher run WITH autograd (weights requiring grad, target not detached), as
   peers write it: the backward then also runs through the teacher.
 - ``part: ...``: the pieces FACD adds, each timed alone on the tensors of a real step (forward + backward where
@@ -91,7 +91,7 @@ def model_opt(cfg: Dict, root: str, model_type: str, batch: int, device: str, fe
     if model_type == 'FACDModel':
         train['kd_opt'] = {'type': 'L1Loss', 'loss_weight': 0.5}
         if feature is not None:
-            feature_opt = {'type': 'FACDContrastiveLoss', 'loss_weight': 0.01, 'form': 'ratio'}
+            feature_opt = {'type': 'FACDContrastiveLoss', 'loss_weight': 0.3, 'form': 'ratio'}
             train['feature_opt'] = dict(feature_opt, **feature)
         opt['network_t'] = dict(cfg['teacher'])
         opt['path'].update(pretrain_network_t=osp.join(root, 'teacher.pth'), param_key_t='params')
@@ -261,7 +261,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument('--warmup', type=int, default=1)
     parser.add_argument('--repeats', type=int, default=11, help='timed rounds of the step section')
     parser.add_argument('--runtime-repeats', type=int, default=3, help='timed rounds of the teacher-runtime section')
-    parser.add_argument('--distance', choices=('l1', 'l2', 'cosine'), default='l1', help='FACDContrastiveLoss')
+    parser.add_argument('--distance', choices=('l1', 'l2', 'cosine'), default='l2', help='FACDContrastiveLoss')
     parser.add_argument('--num-negatives', type=int, help='K of FACDContrastiveLoss (default: batch - 1)')
     parser.add_argument('--teacher-weights', help='BasicSR teacher file (key params) for the runtime section')
     parser.add_argument(

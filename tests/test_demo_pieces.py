@@ -10,7 +10,7 @@ import pytest
 import torch
 from basicsr.data.paired_image_dataset import PairedImageDataset
 
-from facd_basicsr.utils.ablation import Row, results_table
+from facd_basicsr.utils.ablation import Row, results_table, run_gate_on
 from facd_basicsr.utils.demo_data import build_train_tiles, cut_tiles
 from facd_basicsr.utils.experiment import (DELETE, TrainJob, _next_ready, is_trained, last_logged_iter, latest_weights,
                                            load_options, run_jobs, with_overrides, write_options)
@@ -87,6 +87,19 @@ def test_last_logged_iter_reads_basicsr_progress_lines(tmp_path):
                    'INFO: [demo_..][epoch:  0, iter:     950, lr:(1.0e-04,)] [eta: 0:01:00] l_pix: 1e-2\n'
                    'INFO: [demo_..][epoch:  1, iter:   1,500, lr:(1.0e-06,)] [eta: 0:00:00] l_pix: 1e-2\n')
     assert last_logged_iter(str(log)) == 1500
+
+
+def test_run_gate_on_reads_the_newest_basicsr_log_of_the_run(tmp_path):
+    folder = tmp_path / 'experiments' / 'run_a'
+    assert math.isnan(run_gate_on('run_a', str(tmp_path)))  # no experiment folder
+    folder.mkdir(parents=True)
+    first = '[iter: 10] l_pix: 1e-2 gate_on: 2.5000e-01 l_kd: 1\n[iter: 20] l_pix: 1e-2 gate_on: 5.0000e-01 l_kd: 1\n'
+    (folder / 'train_run_a_20261125_100000.log').write_text(first)
+    assert run_gate_on('run_a', str(tmp_path)) == 0.5  # the last value in the log
+    (folder / 'train_run_a_20261125_110000.log').write_text('[iter: 30] l_pix: 1e-2 gate_on: 1.0000e+00\n')
+    assert run_gate_on('run_a', str(tmp_path)) == 1.0  # the newest log (a later or resumed run)
+    (folder / 'train_run_a_20261125_120000.log').write_text('[iter: 30] l_pix: 1e-2\n')  # no gate: not FACDModel
+    assert math.isnan(run_gate_on('run_a', str(tmp_path)))
 
 
 def test_run_jobs_trains_then_reuses(run_dir):

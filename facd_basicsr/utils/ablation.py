@@ -108,6 +108,15 @@ def last_logged(log_path: str, key: str) -> float:
     return value
 
 
+def run_gate_on(name: str, root: str = '.') -> float:
+    """The last logged ``gate_on`` of run ``name``: from BasicSR's newest ``train_*.log`` in its experiment folder,
+    so a run trained by another table (study or mini-table) still reports its gate; NaN when not logged."""
+    folder = osp.join(root, 'experiments', name)
+    logs = sorted(f for f in os.listdir(folder) if f.startswith('train_') and f.endswith('.log')) if osp.isdir(
+        folder) else []
+    return last_logged(osp.join(folder, logs[-1]), 'gate_on') if logs else float('nan')
+
+
 def score_run(opt: dict, out: str, pairs: Mapping[str, Mapping]) -> dict:
     """Score (or read the stored scores of) one trained run on every split; returns its record."""
     record_path = osp.join(out, 'runs', f'{opt["name"]}.json')
@@ -115,13 +124,15 @@ def score_run(opt: dict, out: str, pairs: Mapping[str, Mapping]) -> dict:
         with open(record_path) as f:
             record = json.load(f)
         if record['options'] == opt:
+            if record['gate_on'] != record['gate_on']:  # NaN: stored before the gate was read from the run
+                record['gate_on'] = run_gate_on(opt['name'])
             return record
     net = load_network(opt['network_g'], latest_weights(opt['name']))
     per_image = {split: split_scores(net, split_pairs, opt['scale'])[0] for split, split_pairs in pairs.items()}
     record = {
         'name': opt['name'], 'options': opt, 'per_image': per_image,
         'scores': {split: mean_scores(scores) for split, scores in per_image.items()},
-        'gate_on': last_logged(osp.join(out, 'logs', f'{opt["name"]}.log'), 'gate_on'),
+        'gate_on': run_gate_on(opt['name']),
     }
     os.makedirs(osp.dirname(record_path), exist_ok=True)
     with open(record_path, 'w') as f:

@@ -102,11 +102,11 @@ def budget_rows() -> list:
 
 
 def long_rows() -> list:
-    """KD, and FD and FACD as adopted (l2, each at its best weight on select), with 3000 iterations; the scratch
-    row of the same budget is in :func:`budget_rows`."""
+    """KD, FD and FACD with 3000 iterations: the l1 pair at their best l1 weights and the l2 pair as adopted; the
+    scratch row of the same budget is in :func:`budget_rows`."""
     longer = {'train.total_iter': 3000, 'train.scheduler.periods': [3000]}
-    rows = [Row('kd', 'output KD', 'facd', dict(ALWAYS, **{'train.feature_opt': DELETE})), fd_row(3e-4, 'l2'),
-            facd_row(KNOB_WEIGHT, distance='l2')]
+    rows = [Row('kd', 'output KD', 'facd', dict(ALWAYS, **{'train.feature_opt': DELETE})), fd_row(1e-2),
+            facd_row(KNOB_WEIGHT), fd_row(3e-4, 'l2'), facd_row(KNOB_WEIGHT, distance='l2')]
     return [variant(row, '_it3000', ', 3000 iterations', longer) for row in rows]
 
 
