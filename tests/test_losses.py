@@ -8,7 +8,8 @@ from basicsr.losses import build_loss
 from facd_basicsr.losses.facd_contrastive_loss import FACDContrastiveLoss
 from facd_basicsr.losses.fakd_affinity_loss import FAKDAffinityLoss, pooled_grid
 from facd_basicsr.losses.feature_distill_loss import FeatureDistillLoss
-from facd_basicsr.losses.feature_loss_util import ShiftedChannelDot, ShiftedL1Mean
+from facd_basicsr.losses.feature_loss_util import (ShiftedChannelDot, ShiftedL1Mean, shifted_mean, shifted_spread,
+                                                   shifts_are_all_others)
 
 R2 = math.sqrt(0.5)  # 1 / sqrt(2)
 
@@ -186,6 +187,22 @@ def test_l2_decomposition_is_stable_in_float32():
     reference = naive_contrastive(a64, t64, 'ratio', 'l2', 5).mean()
     loss, _ = FACDContrastiveLoss(distance='l2')([a64.float()], [t64.float()])
     assert loss.item() == pytest.approx(reference.item(), rel=2e-5)
+
+
+@pytest.mark.parametrize('batch', [2, 3, 6])
+@pytest.mark.parametrize('shifts_of', [lambda b: range(1, b), lambda b: range(b - 1, 0, -1), lambda b: (1, )])
+def test_pool_mean_and_spread_match_an_explicit_loop(batch, shifts_of):
+    """All-others shifts (either order) take the closed form, K < B - 1 the per-shift loop; both equal the loop."""
+    torch.manual_seed(7)
+    pool = 5 + torch.randn(batch, 3, 2, 2, dtype=torch.float64)
+    shifts = tuple(shifts_of(batch))
+    others = [torch.stack([pool[(i + s) % batch] for s in shifts]) for i in range(batch)]
+    mean_ref = torch.stack([o.mean(0) for o in others])
+    spread_ref = torch.stack([(o - o.mean(0)).pow(2).flatten(1).sum(1).mean() for o in others])
+    mean = shifted_mean(pool, shifts)
+    torch.testing.assert_close(mean, mean_ref, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(shifted_spread(pool, mean, shifts), spread_ref, rtol=1e-10, atol=1e-10)
+    assert shifts_are_all_others(batch, shifts) == (len(shifts) == batch - 1)
 
 
 @pytest.mark.parametrize('negatives', ['student', 'degraded'])

@@ -119,23 +119,44 @@ def shift_pairs(batch: int, shift: int) -> Tuple[Tuple[slice, slice], Tuple[slic
     return (slice(0, batch - shift), slice(shift, batch)), (slice(batch - shift, batch), slice(0, shift))
 
 
+def shifts_are_all_others(batch: int, shifts: Sequence[int]) -> bool:
+    """True when ``shifts`` pairs every sample with each of the other B - 1 once (the default K = B - 1 negatives)."""
+    return len(shifts) == batch - 1 and set(shifts) == set(range(1, batch))
+
+
 def shifted_mean(pool: Tensor, shifts: Sequence[int]) -> Tensor:
-    """``m_i = (1/K) sum_{s in shifts} p_{(i+s) mod B}`` for any leading batch dim; computed without autograd."""
+    """``m_i = (1/K) sum_{s in shifts} p_{(i+s) mod B}`` for any leading batch dim; computed without autograd.
+
+    With all B - 1 others as negatives, ``m_i = (sum_k p_k - p_i) / (B - 1)``: two passes over the pool instead of K.
+    """
     with torch.no_grad():
+        batch = pool.shape[0]
+        if shifts_are_all_others(batch, shifts):
+            return (pool.sum(0, keepdim=True) - pool) / (batch - 1)
         total = torch.zeros_like(pool)
         for shift in shifts:
-            for rows, cols in shift_pairs(pool.shape[0], shift):
+            for rows, cols in shift_pairs(batch, shift):
                 total[rows] += pool[cols]
         return total / len(shifts)
 
 
 def shifted_spread(pool: Tensor, mean: Tensor, shifts: Sequence[int]) -> Tensor:
     """``(1/K) sum_{s in shifts} ||p_{(i+s) mod B} - m_i||^2`` (sum over all but the batch dim), shape (B, ); no
-    autograd."""
+    autograd. ``mean`` must be :func:`shifted_mean` of the same ``pool`` and ``shifts``.
+
+    With all B - 1 others as negatives it is ``(Q - |q_i|^2) / K - |q_i|^2 / K^2`` with ``q = p - mean_k p_k`` and
+    ``Q = sum_k |q_k|^2`` (then ``m_i`` minus the batch mean is ``-q_i / K``): O(B) work instead of O(B*K), and
+    centred on the batch mean so float32 does not cancel on features with a large common offset.
+    """
     with torch.no_grad():
-        out = pool.new_zeros(pool.shape[0])
+        batch = pool.shape[0]
+        if shifts_are_all_others(batch, shifts):
+            k = batch - 1
+            squares = (pool - pool.mean(0, keepdim=True)).pow_(2).flatten(1).sum(1)
+            return (squares.sum() - squares) / k - squares / k**2
+        out = pool.new_zeros(batch)
         for shift in shifts:
-            for rows, cols in shift_pairs(pool.shape[0], shift):
+            for rows, cols in shift_pairs(batch, shift):
                 out[rows] += (pool[cols] - mean[rows]).pow_(2).flatten(1).sum(1)
         return out / len(shifts)
 
