@@ -145,7 +145,7 @@ def shifted_spread(pool: Tensor, mean: Tensor, shifts: Sequence[int]) -> Tensor:
     autograd. ``mean`` must be :func:`shifted_mean` of the same ``pool`` and ``shifts``.
 
     With all B - 1 others as negatives it is ``(Q - |q_i|^2) / K - |q_i|^2 / K^2`` with ``q = p - mean_k p_k`` and
-    ``Q = sum_k |q_k|^2`` (then ``m_i`` minus the batch mean is ``-q_i / K``): O(B) work instead of O(B*K), and
+    ``Q = sum_k |q_k|^2`` (then ``m_i`` minus the batch mean is ``-q_i / K``): O(B*C*H*W) work, not O(B*K*C*H*W); and
     centred on the batch mean so float32 does not cancel on features with a large common offset.
     """
     with torch.no_grad():
