@@ -20,15 +20,15 @@ $(STAMP): setup.py
 	touch $(STAMP)
 
 lint: $(STAMP)
-	$(VENV)/bin/flake8 facd_basicsr scripts tests benchmarks
-	$(VENV)/bin/isort --check-only --diff facd_basicsr scripts tests benchmarks
+	$(VENV)/bin/flake8 facd_basicsr facd_study scripts tests benchmarks
+	$(VENV)/bin/isort --check-only --diff facd_basicsr facd_study scripts tests benchmarks
 
 test: lint
 	$(VENV)/bin/pytest -q tests
 
 format: $(STAMP)
-	$(VENV)/bin/isort facd_basicsr scripts tests benchmarks
-	$(VENV)/bin/yapf -i -r facd_basicsr scripts tests benchmarks
+	$(VENV)/bin/isort facd_basicsr facd_study scripts tests benchmarks
+	$(VENV)/bin/yapf -i -r facd_basicsr facd_study scripts tests benchmarks
 
 demo: $(STAMP)
 	$(VPY) scripts/demo.py

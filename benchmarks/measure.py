@@ -1,6 +1,8 @@
 """Measuring helpers of the benchmarks: round-robin medians, peak step memory on CPU or CUDA, resident bytes, and
 real-photo batches."""
+import os.path as osp
 import statistics
+import sys
 import time
 from typing import Callable, Dict, List
 
@@ -8,7 +10,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from facd_basicsr.utils.sample_data import bicubic_lr
+from facd_basicsr.tools.bicubic import bicubic_lr
+
+# the benchmarks load photos through the study harness (facd_study/), which is not installed: import it from the repo
+REPO_ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+if REPO_ROOT not in sys.path:
+    sys.path.insert(0, REPO_ROOT)
 
 # real photos (scikit-image) for training-like batches and, disjoint from them, for evaluation patches
 FIT_PHOTOS, EVAL_PHOTOS = ('astronaut', 'coffee', 'chelsea', 'rocket'), ('hubble_deep_field', 'motorcycle_left')

@@ -53,9 +53,9 @@ from basicsr.models.sr_model import SRModel
 from measure import FIT_PHOTOS, medians, photo_batch, resident_bytes, round_robin, step_peak_bytes
 from teacher_runtime_cost import runtime_section
 
+from facd_basicsr.distill.teacher_runtime import TeacherRunner
 from facd_basicsr.models.facd_model import FACDModel
-from facd_basicsr.utils.sample_data import load_photo
-from facd_basicsr.utils.teacher_runtime import TeacherRunner
+from facd_study.sample_data import load_photo
 
 MEAN = [0.4488, 0.4371, 0.4040]
 EDSR = {'type': 'EDSR', 'num_in_ch': 3, 'num_out_ch': 3, 'upscale': 4, 'img_range': 255., 'rgb_mean': MEAN}

@@ -19,9 +19,9 @@ import facd_basicsr  # noqa: F401  (compat alias before any basicsr import)
 # isort: split
 from basicsr.archs import build_network
 
-from facd_basicsr.utils.gate import patch_psnr
-from facd_basicsr.utils.sample_data import load_photo
-from facd_basicsr.utils.teacher_runtime import TeacherRunner
+from facd_basicsr.distill.gate import patch_psnr
+from facd_basicsr.distill.teacher_runtime import TeacherRunner
+from facd_study.sample_data import load_photo
 
 
 def fit_teacher(net: nn.Module, photos: List[np.ndarray], steps: int, scale: int, device: str) -> None:
@@ -40,7 +40,7 @@ def runtime_teacher(cfg: Dict, args) -> nn.Module:
     torch.manual_seed(0)
     net = build_network(cfg['teacher']).to(args.device)
     if args.teacher_weights:
-        from facd_basicsr.utils.checkpoint import load_strictly, read_state_dict
+        from facd_basicsr.distill.checkpoint import load_strictly, read_state_dict
         load_strictly(net, read_state_dict(args.teacher_weights, 'params', '--teacher-weights'), True,
                       '--teacher-weights')
         print(f'teacher weights: {args.teacher_weights}')

@@ -14,16 +14,11 @@ if __package__ in (None, ''):  # run as a file: make the package importable and 
     sys.path[:] = [p for p in sys.path if osp.abspath(p or '.') != _here]
     sys.path.insert(0, osp.dirname(_here))
 
-import facd_basicsr  # noqa: E402,F401  (compat alias + registration before basicsr.train)
-from facd_basicsr.utils.dist import install_init_dist, normalise_local_rank_flag  # noqa: E402
-from facd_basicsr.utils.resume import install_cpu_safe_resume  # noqa: E402
+import facd_basicsr  # noqa: E402,F401  (compat alias, registration and host patches before basicsr.train)
 
 
 def main() -> None:
     from basicsr.train import train_pipeline
-    install_cpu_safe_resume()
-    install_init_dist()  # --launcher pytorch|slurm: gloo + CPU without CUDA, NCCL + LOCAL_RANK's GPU with it
-    sys.argv[1:] = normalise_local_rank_flag(sys.argv[1:])
     train_pipeline(os.getcwd())
 
 

@@ -9,7 +9,7 @@ import sys
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
 import facd_basicsr  # noqa: E402,F401
-from facd_basicsr.utils.sample_data import build_sample_sets  # noqa: E402
+from facd_study.sample_data import build_sample_sets  # noqa: E402
 
 
 def main() -> None:

@@ -15,10 +15,10 @@ import time
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
 import facd_basicsr  # noqa: E402,F401  (compat alias before basicsr)
-from facd_basicsr.utils.ablation import reference_scores, report_markdown, score_rows, train_rows  # noqa: E402
-from facd_basicsr.utils.figures import bar_chart  # noqa: E402
-from facd_basicsr.utils.scoring import mean_std, seed_values  # noqa: E402
-from facd_basicsr.utils.study_rows import PREFIX, registry  # noqa: E402
+from facd_study.ablation import reference_scores, report_markdown, score_rows, train_rows  # noqa: E402
+from facd_study.figures import bar_chart  # noqa: E402
+from facd_study.scoring import mean_std, seed_values  # noqa: E402
+from facd_study.study_rows import PREFIX, registry  # noqa: E402
 
 # The rows, in table order. The two FACD rows are the defaults of options/demo/train_FACD_demo_x2.yml (a test keeps
 # them equal); FD and FAKD use the distance and weight that scored best on the SELECT photos in scripts/study.py

@@ -1,6 +1,6 @@
 """The FACD study (issue 10): does any FACD variant beat output KD and conventional FD? Several seeds per row.
 
-Same machinery and runs as make mini-table (rows of facd_basicsr/utils/study_rows.py, runs abl_<row>_s<seed>):
+Same machinery and runs as make mini-table (rows of facd_study/study_rows.py, runs abl_<row>_s<seed>):
 every row trains the EDSR 2x16 student with the same data, batch, iterations and schedule. Choose on the SELECT
 photos only; the REPORT photos are the held-out check. Writes results/study/<group>.md; stop it any time.
 
@@ -17,8 +17,8 @@ import time
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
 import facd_basicsr  # noqa: E402,F401  (compat alias before basicsr)
-from facd_basicsr.utils.ablation import reference_scores, report_markdown, score_rows, train_rows  # noqa: E402
-from facd_basicsr.utils.study_rows import GROUPS, PREFIX, registry  # noqa: E402
+from facd_study.ablation import reference_scores, report_markdown, score_rows, train_rows  # noqa: E402
+from facd_study.study_rows import GROUPS, PREFIX, registry  # noqa: E402
 
 OUT = 'results/study'
 

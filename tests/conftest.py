@@ -7,7 +7,7 @@ import sys
 import pytest
 
 import facd_basicsr  # noqa: F401  (compat alias before any basicsr import in the tests)
-from facd_basicsr.utils.sample_data import build_sample_sets
+from facd_study.sample_data import build_sample_sets
 
 REPO_ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 

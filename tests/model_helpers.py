@@ -7,7 +7,8 @@ import numpy as np
 import torch
 from basicsr.archs import build_network
 
-from facd_basicsr.utils.sample_data import bicubic_lr, load_photo
+from facd_basicsr.tools.bicubic import bicubic_lr
+from facd_study.sample_data import load_photo
 
 TEACHER = {'type': 'EDSR', 'num_in_ch': 3, 'num_out_ch': 3, 'num_feat': 8, 'num_block': 2, 'upscale': 2,
            'res_scale': 1, 'img_range': 255., 'rgb_mean': [0.4488, 0.4371, 0.4040]}

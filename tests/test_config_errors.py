@@ -6,7 +6,7 @@ import torch
 from basicsr.archs import build_network
 from basicsr.models import build_model
 
-from facd_basicsr.utils.teacher_check import TeacherCheckError
+from facd_basicsr.distill.teacher_check import TeacherCheckError
 
 from model_helpers import make_opt
 

@@ -10,7 +10,7 @@ from basicsr.archs import build_network
 
 from facd_basicsr.tools.checksum import main as checksum_main
 from facd_basicsr.tools.convert_teacher import ConversionError, convert_state_dict, edsr_plan, main
-from facd_basicsr.utils.teacher_files import TEACHER_FILES, find_teacher_file
+from facd_basicsr.tools.teacher_files import TEACHER_FILES, find_teacher_file
 
 from conftest import REPO_ROOT, run_python
 from official_layouts import OfficialEDSRLayout, OfficialRCANLayout
@@ -130,7 +130,7 @@ def _save_official(tmp_path, name: str, scale: int) -> str:
 def test_cli_subprocess_writes_loadable_checkpoint_and_yaml(tmp_path):
     src = _save_official(tmp_path, 'RCAN_BIX3.pt', 3)
     out = tmp_path / 'pretrained' / 'RCAN_BIX3.pth'
-    proc = run_python([osp.join(REPO_ROOT, 'scripts', 'convert_teacher.py'), src, '-o', str(out)], cwd=tmp_path)
+    proc = run_python(['-m', 'facd_basicsr.tools.convert_teacher', src, '-o', str(out)], cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     ckpt = torch.load(str(out), map_location='cpu', weights_only=True)
     assert list(ckpt) == ['params']
@@ -182,7 +182,7 @@ def test_checksum_ok_mismatch_unknown_missing(tmp_path, capsys):
 def test_checksum_script_subprocess_and_table(tmp_path):
     zoo = tmp_path / 'EDSR_Lx2_f256b32_DIV2K_official-be38e77d.pth'
     zoo.write_bytes(b'x')
-    proc = run_python([osp.join(REPO_ROOT, 'scripts', 'checksum.py'), str(zoo)], cwd=tmp_path)
+    proc = run_python(['-m', 'facd_basicsr.tools.checksum', str(zoo)], cwd=tmp_path)
     assert proc.returncode == 1 and proc.stdout.startswith('MISMATCH'), proc.stdout + proc.stderr
     entry = find_teacher_file(str(zoo))
     assert entry.option_files[0] == 'options/train_FACD_EDSR_x2.yml' and not entry.needs_conversion

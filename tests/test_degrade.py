@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from facd_basicsr.utils.degrade import bicubic_round_trip
+from facd_basicsr.distill.degrade import bicubic_round_trip
 
 
 def test_bicubic_round_trip_keeps_size_and_flat_areas_and_removes_the_finest_detail():

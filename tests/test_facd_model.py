@@ -8,7 +8,7 @@ from basicsr.archs import build_network
 from basicsr.models import build_model
 from basicsr.utils.misc import check_resume
 
-from facd_basicsr.utils.checkpoint import fingerprint
+from facd_basicsr.distill.checkpoint import fingerprint
 
 from model_helpers import STUDENT, make_opt, photo_batches, save_teacher
 
@@ -170,7 +170,7 @@ def test_teacher_under_bf16_autocast_gives_float32_targets_and_features(tmp_path
 
 
 def test_degraded_negatives_are_teacher_features_of_the_bicubic_round_trip(tmp_path):
-    from facd_basicsr.utils.degrade import bicubic_round_trip
+    from facd_basicsr.distill.degrade import bicubic_round_trip
     model = build(make_opt(tmp_path, dict(CONTRASTIVE, negatives='degraded')))
     seen = {}
     loss_fn = model.cri_feat

@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from facd_basicsr.utils.gate import AdaptiveGate, patch_psnr
+from facd_basicsr.distill.gate import AdaptiveGate, patch_psnr
 
 
 def constant_error_batch(errors):

@@ -7,7 +7,7 @@ import pytest
 from basicsr.utils.registry import ARCH_REGISTRY, LOSS_REGISTRY, MODEL_REGISTRY
 
 import facd_basicsr
-from facd_basicsr.utils.registry import register_once
+from facd_basicsr.registry import register_once
 
 PROMISED = {
     ARCH_REGISTRY: ['FACDAdapter'],

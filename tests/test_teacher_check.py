@@ -12,7 +12,7 @@ from basicsr.metrics import calculate_psnr
 from basicsr.utils import img2tensor
 from basicsr.utils.matlab_functions import imresize
 
-from facd_basicsr.utils.teacher_check import TeacherCheckError, check_teacher, close_lmdb
+from facd_basicsr.distill.teacher_check import TeacherCheckError, check_teacher, close_lmdb
 
 
 def _load_pairs(folder: str):

@@ -8,11 +8,12 @@ import pytest
 import torch
 from basicsr.archs.edsr_arch import EDSR
 
-from facd_basicsr.utils.checkpoint import fingerprint
-from facd_basicsr.utils.feature_taps import FeatureTaps
-from facd_basicsr.utils.gate import patch_psnr
-from facd_basicsr.utils.sample_data import bicubic_lr, load_photo
-from facd_basicsr.utils.teacher_runtime import TeacherRunner, check_teacher_options, features_to_float32
+from facd_basicsr.distill.checkpoint import fingerprint
+from facd_basicsr.distill.feature_taps import FeatureTaps
+from facd_basicsr.distill.gate import patch_psnr
+from facd_basicsr.distill.teacher_runtime import TeacherRunner, check_teacher_options, features_to_float32
+from facd_basicsr.tools.bicubic import bicubic_lr
+from facd_study.sample_data import load_photo
 
 TAPS = ['body.0', 'conv_after_body']
 

@@ -11,12 +11,13 @@ from basicsr.archs.edsr_arch import EDSR
 from basicsr.archs.rcan_arch import RCAN
 from torch import nn
 
+from facd_basicsr.tools.bicubic import bicubic_lr
 from facd_basicsr.tools.common import img_to_tensor, self_ensemble, tensor_to_img
 from facd_basicsr.tools.evaluate import main, match_pairs
 from facd_basicsr.tools.published import published_rows
-from facd_basicsr.utils.sample_data import bicubic_lr, load_photo, make_gt
+from facd_study.sample_data import load_photo, make_gt
 
-from conftest import REPO_ROOT, run_python
+from conftest import run_python
 
 TINY_EDSR = {'type': 'EDSR', 'num_in_ch': 3, 'num_out_ch': 3, 'num_feat': 8, 'num_block': 1, 'upscale': 2}
 
@@ -169,16 +170,15 @@ def test_published_rows_match_only_the_rcan_configurations():
 
 
 def test_script_prints_published_numbers_for_rcan_student(tmp_path):
-    """The real scripts/evaluate.py on a randomly initialised RCAN 10x6 (64 ch) student at x2, one Set5 image."""
+    """The real facd-eval (``python -m facd_basicsr.tools.evaluate``) on a random RCAN 10x6 student, x2, Set5."""
     _save_hr_lr(tmp_path / 'bench' / 'Set5', ['coffee'], 24, ['coffeex2.png'])
     torch.manual_seed(0)
     net = RCAN(3, 3, num_feat=64, num_group=10, num_block=6, upscale=2)
     torch.save({'params': net.state_dict()}, tmp_path / 'rcan.pth')
     arch = {'type': 'RCAN', 'num_in_ch': 3, 'num_out_ch': 3, 'num_feat': 64, 'num_block': 6, 'upscale': 2}
     (tmp_path / 'rcan.yml').write_text(yaml.safe_dump(arch))
-    script = osp.join(REPO_ROOT, 'scripts', 'evaluate.py')
     args = ['--arch-yaml', 'rcan.yml', '--ckpt', 'rcan.pth', '--data-root', 'bench', '--device', 'cpu']
-    proc = run_python([script] + args, cwd=tmp_path, env={'OMP_NUM_THREADS': '1'})
+    proc = run_python(['-m', 'facd_basicsr.tools.evaluate'] + args, cwd=tmp_path, env={'OMP_NUM_THREADS': '1'})
     assert proc.returncode == 0, proc.stderr
     assert 'param key: params)' in proc.stdout
     assert '| FACD (aggregator listing) | 38.242 |' in proc.stdout

@@ -1,6 +1,4 @@
 """facd-infer: tiled == whole-image output, real photos through the script, a corrupt file reported, exit codes."""
-import os.path as osp
-
 import cv2
 import numpy as np
 import pytest
@@ -10,9 +8,9 @@ from basicsr.archs.edsr_arch import EDSR
 
 from facd_basicsr.tools.common import img_to_tensor, tensor_to_img, tiled_forward
 from facd_basicsr.tools.infer import main
-from facd_basicsr.utils.sample_data import load_photo, make_gt
+from facd_study.sample_data import load_photo, make_gt
 
-from conftest import REPO_ROOT, run_python
+from conftest import run_python
 
 TINY_EDSR = {'type': 'EDSR', 'num_in_ch': 3, 'num_out_ch': 3, 'num_feat': 8, 'num_block': 1, 'upscale': 2}
 # LR receptive-field radius of TINY_EDSR: conv_first 1 + res block 2 + conv_after_body 1 + upsample conv 1
@@ -58,10 +56,9 @@ def test_script_upscales_real_photos_and_reports_corrupt_file(ckpt, tmp_path):
         cv2.imwrite(str(src / f'{name}.png'), img)
     (src / 'broken.png').write_bytes(b'\x89PNG\r\n\x1a\n' + bytes(range(200)))
     (src / 'notes.txt').write_text('not an image')
-    script = osp.join(REPO_ROOT, 'scripts', 'infer.py')
     args = ['--arch-yaml', ckpt['yml'], '--ckpt', ckpt['pth'], '-i', str(src), '-o', str(tmp_path / 'out')]
     args += ['--tile', '16', '--tile-overlap', '8', '--device', 'cpu']
-    proc = run_python([script] + args, cwd=tmp_path, env={'OMP_NUM_THREADS': '1'})
+    proc = run_python(['-m', 'facd_basicsr.tools.infer'] + args, cwd=tmp_path, env={'OMP_NUM_THREADS': '1'})
     assert proc.returncode == 1, proc.stderr
     assert 'Wrote 2 of 3 image(s)' in proc.stdout
     assert 'FAILED 1 image(s)' in proc.stdout and 'broken.png: cannot read or decode' in proc.stdout

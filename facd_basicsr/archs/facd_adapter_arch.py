@@ -11,7 +11,7 @@ import torch
 from basicsr.utils.registry import ARCH_REGISTRY
 from torch import nn
 
-from facd_basicsr.utils.registry import register_once
+from facd_basicsr.registry import register_once
 
 ADAPTER_KINDS = ('conv1x1', 'conv3x3', 'conv_relu_conv')
 

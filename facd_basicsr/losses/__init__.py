@@ -1,4 +1,4 @@
 """Import every ``*_loss.py`` file here so its classes register into BasicSR's registry."""
-from facd_basicsr.utils.scan import import_modules_with_suffix
+from facd_basicsr.registry import import_modules_with_suffix
 
 _modules = import_modules_with_suffix(__file__, __name__, '_loss.py')

@@ -8,7 +8,7 @@ from torch import Tensor, nn
 from facd_basicsr.losses.feature_loss_util import (ShiftedChannelDot, ShiftedL1Mean, channel_normalize, check_choice,
                                                    check_features, check_number, check_tap_weights, reduce_taps,
                                                    resolve_tap_weights, shifted_mean, shifted_spread)
-from facd_basicsr.utils.registry import register_once
+from facd_basicsr.registry import register_once
 
 _FORMS = ('ratio', 'infonce')
 _DISTANCES = ('l1', 'l2', 'cosine')

@@ -9,7 +9,7 @@ from torch import Tensor, nn
 
 from facd_basicsr.losses.feature_loss_util import (channel_normalize, check_features, check_number, check_tap_weights,
                                                    reduce_taps, resolve_tap_weights)
-from facd_basicsr.utils.registry import register_once
+from facd_basicsr.registry import register_once
 
 # FAKD's official code adds this constant to the per-position channel norm.
 _NORM_EPS = 1e-7

@@ -6,7 +6,7 @@ from torch import Tensor, nn
 
 from facd_basicsr.losses.feature_loss_util import (check_choice, check_features, check_number, check_tap_weights,
                                                    reduce_taps, resolve_tap_weights)
-from facd_basicsr.utils.registry import register_once
+from facd_basicsr.registry import register_once
 
 _CRITERIA = ('l1', 'l2')
 

@@ -33,12 +33,12 @@ from basicsr.utils import get_root_logger
 from basicsr.utils.registry import MODEL_REGISTRY
 
 from facd_basicsr.archs.facd_adapter_arch import FACDAdapterBank
-from facd_basicsr.utils.checkpoint import fingerprint, load_strictly, read_state_dict
-from facd_basicsr.utils.degrade import bicubic_round_trip
-from facd_basicsr.utils.feature_taps import FeatureTaps
-from facd_basicsr.utils.gate import AdaptiveGate
-from facd_basicsr.utils.registry import register_once
-from facd_basicsr.utils.teacher_runtime import TeacherRunner
+from facd_basicsr.distill.checkpoint import fingerprint, load_strictly, read_state_dict
+from facd_basicsr.distill.degrade import bicubic_round_trip
+from facd_basicsr.distill.feature_taps import FeatureTaps
+from facd_basicsr.distill.gate import AdaptiveGate
+from facd_basicsr.distill.teacher_runtime import TeacherRunner
+from facd_basicsr.registry import register_once
 
 DISTILL_KEYS = ('teacher_taps', 'student_taps', 'adapter', 'gate', 'teacher_check', 'teacher_check_images',
                 'dry_run_size', 'teacher_amp', 'teacher_channels_last', 'teacher_compile', 'teacher_fp32_modules',
@@ -200,7 +200,7 @@ class FACDModel(SRModel):
             raise ValueError(f'network_g and network_t upscale x{student_scale:g} but the option scale is {expected}')
 
     def _check_teacher(self) -> None:
-        from facd_basicsr.utils.teacher_check import check_teacher
+        from facd_basicsr.distill.teacher_check import check_teacher
         check_teacher(self.net_t, self.opt, num_images=int(self.distill_opt.get('teacher_check_images', 2)))
 
     def setup_optimizers(self) -> None:
@@ -314,5 +314,5 @@ class FACDModel(SRModel):
         """
         if not self.opt['dist']:
             return super().model_to_device(net)
-        from facd_basicsr.utils.dist import wrap_ddp
+        from facd_basicsr.distill.dist import wrap_ddp
         return wrap_ddp(net.to(self.device), find_unused_parameters=self.opt.get('find_unused_parameters', False))

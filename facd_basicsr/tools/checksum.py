@@ -1,7 +1,7 @@
 """Verify downloaded teacher files: ``facd-checksum FILE [FILE...]``.
 
 Each file's SHA-256 is compared with the prefix known for its name (the table in
-:mod:`facd_basicsr.utils.teacher_files`, or the ``-<8 hex>.pth`` tag of BasicSR zoo names). Prints one line per file:
+:mod:`facd_basicsr.tools.teacher_files`, or the ``-<8 hex>.pth`` tag of BasicSR zoo names). Prints one line per file:
 ``OK``, ``MISMATCH``, ``UNKNOWN`` (no published hash: nothing to compare with) or ``MISSING``. Exit status 1 when any
 file is MISMATCH or MISSING, else 0.
 """
@@ -11,7 +11,7 @@ import os.path as osp
 import sys
 from typing import List, Optional, Tuple
 
-from facd_basicsr.utils.teacher_files import TEACHER_FILES, expected_prefix, find_teacher_file
+from facd_basicsr.tools.teacher_files import TEACHER_FILES, expected_prefix, find_teacher_file
 
 
 def sha256_of(path: str, chunk_bytes: int = 1 << 20) -> str:

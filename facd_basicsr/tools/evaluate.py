@@ -21,11 +21,11 @@ import numpy as np
 import torch
 from basicsr.metrics import calculate_psnr, calculate_ssim
 
+from facd_basicsr.tools.bicubic import bicubic_lr
 from facd_basicsr.tools.common import (add_network_args, config_error, img_to_tensor, infer_scale, list_images,
                                        network_from_args, pick_device, read_image, self_ensemble, tensor_to_img,
                                        tiled_forward, write_image)
 from facd_basicsr.tools.published import published_rows
-from facd_basicsr.utils.sample_data import bicubic_lr
 
 KNOWN_SETS = ('Set5', 'Set14', 'B100', 'BSD100', 'Urban100', 'Manga109', 'DIV2K')
 

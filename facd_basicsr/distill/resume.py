@@ -48,9 +48,3 @@ def load_resume_state(opt: dict) -> Optional[dict]:
     resume_state = torch.load(state_path, map_location=state_map_location(), weights_only=False)
     check_resume(opt, resume_state['iter'])
     return resume_state
-
-
-def install_cpu_safe_resume() -> None:
-    """Replace ``basicsr.train.load_resume_state``; ``train_pipeline`` looks the name up at call time."""
-    import basicsr.train
-    basicsr.train.load_resume_state = load_resume_state

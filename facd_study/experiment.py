@@ -21,7 +21,7 @@ import yaml
 from basicsr.utils.options import ordered_yaml
 from tqdm import tqdm
 
-REPO_ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+REPO_ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 TRAIN_ENTRY = osp.join(REPO_ROOT, 'facd_basicsr', 'train.py')
 DELETE = '<delete>'  # override value that removes the key
 _ITER_RE = re.compile(r'iter:\s*([\d,]+), lr:')

@@ -12,7 +12,8 @@ from typing import Dict, Iterable, Optional
 import cv2
 import numpy as np
 from basicsr.utils.lmdb_util import make_lmdb_from_imgs
-from basicsr.utils.matlab_functions import imresize
+
+from facd_basicsr.tools.bicubic import bicubic_lr
 
 # Colour photographs bundled in the scikit-image wheel (loader name -> stem used as file name / LMDB key).
 PHOTOS = ('astronaut', 'chelsea', 'coffee', 'rocket', 'hubble_deep_field', 'immunohistochemistry', 'retina',
@@ -45,12 +46,6 @@ def make_gt(img: np.ndarray, scale: int, size: Optional[int]) -> np.ndarray:
         img = cv2.resize(img[top:top + side, left:left + side], (size, size), interpolation=cv2.INTER_AREA)
     h, w = img.shape[:2]
     return np.ascontiguousarray(img[:h - h % scale, :w - w % scale])
-
-
-def bicubic_lr(gt: np.ndarray, scale: int) -> np.ndarray:
-    """MATLAB-style bicubic downscale of a uint8 BGR image by ``scale``; uint8 back."""
-    lr = imresize(gt.astype(np.float64) / 255., 1. / scale)
-    return np.clip(np.round(lr * 255.), 0, 255).astype(np.uint8)
 
 
 def write_folder_and_lmdb(folder: str, images: Dict[str, np.ndarray], lmdb: bool) -> None:

@@ -1,4 +1,4 @@
-"""Scores of trained networks on the photo sets of :mod:`facd_basicsr.utils.demo_data`, and the tables built on them.
+"""Scores of trained networks on the photo sets of :mod:`facd_study.demo_data`, and the tables built on them.
 
 PSNR and SSIM are BasicSR's ``calculate_psnr`` / ``calculate_ssim`` on the Y channel with ``crop_border = scale``
 (the FAKD / FACD protocol), computed on 8-bit outputs as BasicSR's validation does. A run's score on a set is the mean
@@ -15,9 +15,8 @@ import torch
 from basicsr.archs import build_network
 from basicsr.metrics import calculate_psnr, calculate_ssim
 from basicsr.utils import img2tensor, tensor2img
-from basicsr.utils.matlab_functions import imresize
 
-from facd_basicsr.utils.checkpoint import load_strictly, read_state_dict
+from facd_basicsr.distill.checkpoint import load_strictly, read_state_dict
 
 Pair = Tuple[np.ndarray, np.ndarray]  # (LR, GT), uint8 BGR (H, W, 3)
 
@@ -43,12 +42,6 @@ def image_scores(sr: np.ndarray, gt: np.ndarray, scale: int) -> Dict[str, float]
         'psnr': float(calculate_psnr(sr, gt, crop_border=scale, test_y_channel=True)),
         'ssim': float(calculate_ssim(sr, gt, crop_border=scale, test_y_channel=True)),
     }
-
-
-def bicubic_upscale(lr: np.ndarray, scale: int) -> np.ndarray:
-    """MATLAB-style bicubic upscale of a uint8 BGR image; uint8 back."""
-    up = imresize(lr.astype(np.float64) / 255., scale)
-    return np.clip(np.round(up * 255.), 0, 255).astype(np.uint8)
 
 
 def load_network(network_opt: Mapping, weights: str, param_key: str = 'params') -> torch.nn.Module:

@@ -18,7 +18,7 @@ from typing import List, Optional, Sequence
 import torch
 from torch import Tensor, nn
 
-from facd_basicsr.utils.feature_taps import resolve_module
+from facd_basicsr.distill.feature_taps import resolve_module
 
 AMP_DTYPES = {None: None, 'bf16': torch.bfloat16, 'fp16': torch.float16}
 

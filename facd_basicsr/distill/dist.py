@@ -5,7 +5,7 @@ defaults to NCCL, and ``BaseModel.model_to_device`` passes ``device_ids=[torch.c
 ``DistributedDataParallel``. Both crash on a machine without CUDA. Here:
 
 - :func:`init_dist` chooses NCCL and the local GPU when CUDA is available, gloo and the CPU otherwise;
-  :func:`install_init_dist` makes BasicSR's ``parse_options`` use it (it looks ``init_dist`` up at call time).
+  :mod:`facd_basicsr.distill.host_patches` makes BasicSR's ``parse_options`` use it.
 - :func:`wrap_ddp` wraps a module in DDP with ``device_ids`` on a GPU and without them on the CPU.
 """
 import os
@@ -98,12 +98,6 @@ def init_dist(launcher: str, backend: Optional[str] = None, port: Optional[int] 
     if backend == 'nccl':
         torch.cuda.set_device(int(os.environ.get('LOCAL_RANK', 0)) % torch.cuda.device_count())
     dist.init_process_group(backend=backend, timeout=timedelta(seconds=timeout_s))
-
-
-def install_init_dist() -> None:
-    """Make BasicSR's ``parse_options`` (``--launcher pytorch|slurm``) call :func:`init_dist`."""
-    import basicsr.utils.options
-    basicsr.utils.options.init_dist = init_dist
 
 
 def normalise_local_rank_flag(argv: Sequence[str]) -> list:

@@ -6,8 +6,8 @@ base option file changes, the stored options differ and the run is trained again
 """
 from typing import Dict, Mapping, Optional
 
-from facd_basicsr.utils.ablation import ALWAYS, Row, baseline_rows, feature_row
-from facd_basicsr.utils.experiment import DELETE
+from facd_study.ablation import ALWAYS, Row, baseline_rows, feature_row
+from facd_study.experiment import DELETE
 
 PREFIX = 'abl'
 FACD_LOSS = {'type': 'FACDContrastiveLoss', 'form': 'ratio', 'distance': 'l1', 'num_negatives': None,

@@ -18,7 +18,8 @@ from typing import Dict, Iterable, Sequence, Tuple
 import cv2
 import numpy as np
 
-from facd_basicsr.utils.sample_data import bicubic_lr, load_photo, make_gt, write_folder_and_lmdb
+from facd_basicsr.tools.bicubic import bicubic_lr
+from facd_study.sample_data import load_photo, make_gt, write_folder_and_lmdb
 
 TRAIN_PHOTOS = ('astronaut', 'rocket', 'hubble_deep_field', 'retina', 'immunohistochemistry')
 SELECT_PHOTOS = ('chelsea', 'coffee')
