@@ -214,3 +214,63 @@ def test_feature_ramp_scales_the_feature_term_only_until_it_ends(tmp_path):
 def test_bad_feature_ramp_is_refused_naming_the_key(tmp_path, value):
     with pytest.raises(ValueError, match='feature_ramp_iters'):
         build(make_opt(tmp_path, CONTRASTIVE, feature_ramp_iters=value))
+
+
+def hooked_modules(net):
+    return [name for name, module in net.named_modules() if module._forward_hooks]
+
+
+def test_taps_hook_the_networks_only_during_the_training_forward(tmp_path):
+    model = build(make_opt(tmp_path, CONTRASTIVE))
+    assert hooked_modules(model.net_g) == [] and hooked_modules(model.net_t) == []
+    with model._recording():
+        assert hooked_modules(model.net_g) == ['conv_first', 'body.0', 'conv_after_body']
+        assert hooked_modules(model.net_t) == ['body.0', 'body.1', 'conv_after_body']
+    step(model, photo_batches(1)[0])
+    assert hooked_modules(model.net_g) == [] and hooked_modules(model.net_t) == []
+    with torch.no_grad():
+        model.net_g(photo_batches(1)[0]['lq'])  # a validation-like forward records nothing
+    with pytest.raises(RuntimeError, match='did not run in the last forward pass'):
+        model.student_taps.pop()
+
+
+def test_persistent_taps_stay_registered_and_record_only_inside_with(tmp_path):
+    from facd_basicsr.distill.feature_taps import FeatureTaps
+    net = build_network(dict(STUDENT))
+    taps = FeatureTaps(net, ['body.0'], 'distill.teacher_taps', persistent=True)
+    lq = photo_batches(1)[0]['lq']
+    with torch.no_grad():
+        net(lq)
+        with pytest.raises(RuntimeError, match='body.0 did not run'):
+            taps.pop()
+        with taps:
+            net(lq)
+    assert hooked_modules(net) == ['body.0'] and taps.pop()[0].shape[0] == lq.shape[0]
+    taps.detach()
+    assert hooked_modules(net) == []
+
+
+class TinyPerceptualLoss(torch.nn.Module):
+    """A perceptual criterion in BasicSR's shape: ``(l_percep, l_style)``; here the L2 distance and no style term."""
+
+    def __init__(self, loss_weight=1.0):
+        super().__init__()
+        self.loss_weight = loss_weight
+
+    def forward(self, pred, target):
+        return self.loss_weight * ((pred - target)**2).mean(), None
+
+
+def test_perceptual_opt_is_used_as_srmodel_uses_it(tmp_path):
+    from basicsr.utils.registry import LOSS_REGISTRY
+    if 'TinyPerceptualLoss' not in LOSS_REGISTRY:
+        LOSS_REGISTRY.register(TinyPerceptualLoss)
+    opt = make_opt(tmp_path, FD)
+    opt['train']['perceptual_opt'] = {'type': 'TinyPerceptualLoss', 'loss_weight': 2.0}
+    model = build(opt)
+    batch = photo_batches(1)[0]
+    log = step(model, batch)
+    with torch.no_grad():
+        before = build(make_opt(tmp_path, FD)).net_g(batch['lq'])  # same seed: the student before the step
+    assert log['l_percep'] == pytest.approx(2.0 * ((before - batch['gt'])**2).mean().item(), rel=1e-5)
+    assert 'l_style' not in log

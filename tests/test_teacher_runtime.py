@@ -93,12 +93,13 @@ def test_channels_last_same_output_and_weights_converted_in_place(lq):
 def test_hooks_fire_and_bf16_taps_convert_to_float32(lq):
     net = make_teacher()
     taps = FeatureTaps(net, TAPS, 'distill.teacher_taps')
-    taps.recording = True
-    plain_forward(net, lq)
+    with taps:
+        plain_forward(net, lq)
     expected = taps.pop()
     raw = []
     net.body[0].register_forward_hook(lambda module, inputs, output: raw.append(output))
-    TeacherRunner(net, amp='bf16', channels_last=True)(lq)
+    with taps:
+        TeacherRunner(net, amp='bf16', channels_last=True)(lq)
     assert raw[0].dtype == torch.bfloat16  # hooks fire and see what the layer returned under autocast
     converted = features_to_float32([raw[0]])[0]
     assert converted.dtype == torch.float32 and converted.is_contiguous()

@@ -42,7 +42,14 @@ def as_feature_map(output, inputs) -> torch.Tensor:
 
 
 class FeatureTaps:
-    """Forward hooks that record the outputs of ``paths`` in ``net``, in order.
+    """Forward hooks that record the outputs of ``paths`` in ``net``, in order, inside ``with taps:``.
+
+    Lifetime: by default the hooks exist only inside ``with taps:`` (FACDModel enters it around the training step's
+    forward passes), so validation, EMA updates, saving, ``torch.jit.script`` or anything else done with the network
+    never meets a hook, and nothing is left behind. ``persistent=True`` registers the hooks once, at construction,
+    and ``with taps:`` only switches recording on: ``torch.compile`` traces the hooks a module has when it compiles
+    and does not notice hooks added later, so a compiled network needs them there from the start. :meth:`detach`
+    removes them in both modes. Paths are resolved at construction, so a wrong path fails at start-up.
 
     The recorded maps are copies: BasicSR's EDSR and RCAN add the global skip in place (``res += x``) onto the
     output of ``conv_after_body``, which would otherwise change the stored tensor after the hook ran.
@@ -51,23 +58,54 @@ class FeatureTaps:
         net (nn.Module): the bare network (not a DDP wrapper).
         paths (Sequence[str]): module paths such as ``body.4`` or ``conv_after_body``.
         option (str): the option name used in error messages, e.g. ``distill.student_taps``.
+        persistent (bool): keep the hooks registered between ``with`` blocks (for compiled networks). Default: False.
     """
 
-    def __init__(self, net: nn.Module, paths: Sequence[str], option: str) -> None:
+    def __init__(self, net: nn.Module, paths: Sequence[str], option: str, persistent: bool = False) -> None:
         self.paths = list(paths)
         self.option = option
-        self.recording = False  # hooks store maps only while True (not during validation or EMA forwards)
+        self.persistent = persistent
+        self.recording = False
+        self._modules = [resolve_module(net, path, option) for path in self.paths]
+        self._hooks = [self._make_hook(i) for i in range(len(self.paths))]
+        self._handles = []
         self._features: List[Optional[torch.Tensor]] = [None] * len(self.paths)
-        modules = [resolve_module(net, path, option) for path in self.paths]
-        self._handles = [module.register_forward_hook(self._make_hook(i)) for i, module in enumerate(modules)]
+        if persistent:
+            self.attach()
+
+    @property
+    def attached(self) -> bool:
+        return bool(self._handles)
+
+    def attach(self) -> None:
+        """Register the hooks (attaching attached taps changes nothing)."""
+        if not self._handles:
+            self._handles = [module.register_forward_hook(hook) for module, hook in zip(self._modules, self._hooks)]
+
+    def detach(self) -> None:
+        """Remove the hooks from the network; maps recorded so far stay available to :meth:`pop`."""
+        for handle in self._handles:
+            handle.remove()
+        self._handles = []
+
+    def __enter__(self) -> 'FeatureTaps':
+        self.attach()
+        self.recording = True
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.recording = False
+        if not self.persistent:
+            self.detach()
 
     def _make_hook(self, index: int):
 
         def hook(module, inputs, output):
-            if self.recording:
-                # a copy as float32 in the default layout (the teacher may run under autocast or channels_last)
-                feature = as_feature_map(output, inputs)
-                self._features[index] = feature.to(torch.float32, memory_format=torch.contiguous_format, copy=True)
+            if not self.recording:
+                return
+            # a copy as float32 in the default layout (the teacher may run under autocast or channels_last)
+            feature = as_feature_map(output, inputs)
+            self._features[index] = feature.to(torch.float32, memory_format=torch.contiguous_format, copy=True)
 
         return hook
 
@@ -78,13 +116,3 @@ class FeatureTaps:
             raise RuntimeError(f'{self.option}: {", ".join(missing)} did not run in the last forward pass')
         feats, self._features = self._features, [None] * len(self.paths)
         return feats
-
-    def clear(self) -> None:
-        self._features = [None] * len(self.paths)
-
-    def remove(self) -> None:
-        """Remove the hooks from the network."""
-        for handle in self._handles:
-            handle.remove()
-        self._handles = []
-        self.clear()

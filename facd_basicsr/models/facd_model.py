@@ -16,13 +16,14 @@ Options (besides SRModel's)::
       feature_ramp_iters: 0                               # feature-loss weight x min(1, iter / N); 0 = off
     train:
       pixel_opt: {type: L1Loss, loss_weight: 0.5}         # student vs ground truth
+      perceptual_opt: ~                                   # optional, used as SRModel uses it (student vs GT)
       kd_opt: {type: L1Loss, loss_weight: 0.5}            # student vs teacher output, gated
       feature_opt: {type: FACDContrastiveLoss, loss_weight: 0.3}    # gated
 """
 import os
 import os.path as osp
 from collections import OrderedDict
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from typing import Dict, Optional
 
 import torch
@@ -159,7 +160,9 @@ class FACDModel(SRModel):
 
     def _build_taps_and_adapters(self) -> None:
         teacher_paths, student_paths = self._tap_paths()
-        self.teacher_taps = FeatureTaps(self.net_t, teacher_paths, 'distill.teacher_taps')
+        # a compiled teacher traces its hooks when it compiles: they must be there from the start
+        self.teacher_taps = FeatureTaps(self.net_t, teacher_paths, 'distill.teacher_taps',
+                                        persistent=bool(self.distill_opt.get('teacher_compile', False)))
         self.student_taps = FeatureTaps(self.get_bare_model(self.net_g), student_paths, 'distill.student_taps')
         feats_t, feats_s = self._dry_run()
         for j, (ft, fs) in enumerate(zip(feats_t, feats_s)):
@@ -217,14 +220,12 @@ class FACDModel(SRModel):
     # ------------------------------------------------------------------ training step
     @contextmanager
     def _recording(self):
-        taps = [t for t in (self.teacher_taps, self.student_taps) if t is not None]
-        for tap in taps:
-            tap.recording = True
-        try:
+        """Record the taps' maps in the forward passes inside; the taps' hooks exist only there (unless persistent)."""
+        with ExitStack() as stack:
+            for taps in (self.teacher_taps, self.student_taps):
+                if taps is not None:
+                    stack.enter_context(taps)
             yield
-        finally:
-            for tap in taps:
-                tap.recording = False
 
     def optimize_parameters(self, current_iter: int) -> None:
         self.optimizer_g.zero_grad()
@@ -234,6 +235,12 @@ class FACDModel(SRModel):
         loss_dict = OrderedDict()
         l_total = self.cri_pix(self.output, self.gt) if self.cri_pix else self.output.new_zeros(())
         loss_dict['l_pix'] = l_total.detach() if self.cri_pix else None
+        if self.cri_perceptual:  # as SRModel: perceptual and style terms of the student against the ground truth
+            l_percep, l_style = self.cri_perceptual(self.output, self.gt)
+            for key, term in (('l_percep', l_percep), ('l_style', l_style)):
+                if term is not None:
+                    l_total = l_total + term
+                    loss_dict[key] = term
         gate = self.gate(self.output, sr_t, self.gt)
         loss_dict['gate_on'] = gate.mean()
         if self.cri_kd is not None:
@@ -282,12 +289,9 @@ class FACDModel(SRModel):
 
     def _degraded_teacher_features(self) -> list:
         """Teacher tap maps of the LR batch after a bicubic round trip by the scale: one more no-grad teacher pass."""
-        self.teacher_taps.recording = True
-        try:
+        with self.teacher_taps:
             self.run_teacher(bicubic_round_trip(self.lq, int(self.opt['scale'])))
-            return self.teacher_taps.pop()
-        finally:
-            self.teacher_taps.recording = False
+        return self.teacher_taps.pop()
 
     # ------------------------------------------------------------------ checkpoints
     def save(self, epoch: int, current_iter: int) -> None:
