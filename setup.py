@@ -55,6 +55,7 @@ setup(
             'facd-infer=facd_basicsr.tools.infer:main',
             'facd-export=facd_basicsr.tools.export:main',
             'facd-stats=facd_basicsr.tools.stats:main',
+            'facd-prepare=facd_basicsr.tools.prepare:main',
         ],
     },
 )
