@@ -19,6 +19,8 @@ Options (besides SRModel's)::
       perceptual_opt: ~                                   # optional, used as SRModel uses it (student vs GT)
       kd_opt: {type: L1Loss, loss_weight: 0.5}            # student vs teacher output, gated
       feature_opt: {type: FACDContrastiveLoss, loss_weight: 0.3}    # gated
+      amp: ~                     # student: ~ | bf16 | fp16 (grad scaler); also channels_last, compile, tf32,
+                                 # grad_clip_norm, grad_scaler: see facd_basicsr/distill/student_runtime.py
 """
 import os
 import os.path as osp
@@ -38,6 +40,7 @@ from facd_basicsr.distill.checkpoint import fingerprint, load_strictly, read_sta
 from facd_basicsr.distill.degrade import bicubic_round_trip
 from facd_basicsr.distill.feature_taps import FeatureTaps
 from facd_basicsr.distill.gate import AdaptiveGate
+from facd_basicsr.distill.student_runtime import StudentRuntime, channels_last_option
 from facd_basicsr.distill.teacher_runtime import TeacherRunner
 from facd_basicsr.registry import register_once
 
@@ -85,6 +88,7 @@ class FACDModel(SRModel):
         self.cri_kd = build_loss(train_opt['kd_opt']).to(self.device) if train_opt.get('kd_opt') else None
         self.cri_feat = build_loss(train_opt['feature_opt']).to(self.device) if train_opt.get('feature_opt') else None
         self.gate = AdaptiveGate(**(self.distill_opt.get('gate') or {}))
+        self.student_runtime = StudentRuntime(train_opt, self.device)  # train.amp, compile, ...: checked here
         resume = self._read_resume_record()
         self.net_t = self._build_teacher(resume.get('teacher'))
         self.run_teacher = TeacherRunner(
@@ -105,6 +109,7 @@ class FACDModel(SRModel):
             self._dry_run()
         if resume.get('params') is not None and self.net_adapter is not None:
             load_strictly(self.get_bare_model(self.net_adapter), resume['params'], True, 'net_adapter (resume)')
+        self.student_runtime.load_state_dict(resume.get('student_runtime'))  # the fp16 grad scaler
         if self.distill_opt.get('teacher_check', True) and not resume:
             self._check_teacher()
         super().init_training_settings()
@@ -163,7 +168,8 @@ class FACDModel(SRModel):
         # a compiled teacher traces its hooks when it compiles: they must be there from the start
         self.teacher_taps = FeatureTaps(self.net_t, teacher_paths, 'distill.teacher_taps',
                                         persistent=bool(self.distill_opt.get('teacher_compile', False)))
-        self.student_taps = FeatureTaps(self.get_bare_model(self.net_g), student_paths, 'distill.student_taps')
+        self.student_taps = FeatureTaps(self.get_bare_model(self.net_g), student_paths, 'distill.student_taps',
+                                        persistent=self.student_runtime.compiled)
         feats_t, feats_s = self._dry_run()
         for j, (ft, fs) in enumerate(zip(feats_t, feats_s)):
             if ft.shape[-2:] != fs.shape[-2:]:
@@ -231,7 +237,7 @@ class FACDModel(SRModel):
         self.optimizer_g.zero_grad()
         with self._recording():
             sr_t = self.run_teacher(self.lq)  # no autograd, float32 out
-            self.output = self.net_g(self.lq)
+            self.output = self.student_runtime.forward(self.net_g, self.lq)  # float32 out, autocast inside
         loss_dict = OrderedDict()
         l_total = self.cri_pix(self.output, self.gt) if self.cri_pix else self.output.new_zeros(())
         loss_dict['l_pix'] = l_total.detach() if self.cri_pix else None
@@ -256,8 +262,11 @@ class FACDModel(SRModel):
             l_total = l_total + l_feat
             loss_dict['l_feat'] = l_feat
             loss_dict.update(terms)
-        l_total.backward()
-        self.optimizer_g.step()
+        grad_norm = self.student_runtime.backward_and_step(l_total, self.optimizer_g)  # scaler, clipping
+        if grad_norm is not None:
+            loss_dict['grad_norm'] = grad_norm.detach()
+        if self.student_runtime.scaler is not None:
+            loss_dict['amp_scale'] = l_total.new_tensor(self.student_runtime.scale)
         self.log_dict = self.reduce_loss_dict(OrderedDict((k, v) for k, v in loss_dict.items() if v is not None))
         if self.ema_decay > 0:
             self.model_ema(decay=self.ema_decay)
@@ -304,7 +313,8 @@ class FACDModel(SRModel):
             return
         label = 'latest' if current_iter == -1 else current_iter
         params = {} if self.net_adapter is None else self.get_bare_model(self.net_adapter).state_dict()
-        record = {'params': {k: v.detach().cpu() for k, v in params.items()}, 'teacher': self.teacher_record}
+        record = {'params': {k: v.detach().cpu() for k, v in params.items()}, 'teacher': self.teacher_record,
+                  'student_runtime': self.student_runtime.state_dict()}
         path = osp.join(self.opt['path']['models'], f'net_adapter_{label}.pth')
         torch.save(record, path + '.tmp')
         os.replace(path + '.tmp', path)  # never leave a half-written file that a resume would trust
@@ -314,8 +324,11 @@ class FACDModel(SRModel):
         """BasicSR's ``model_to_device``, except that under ``opt['dist']`` DDP gets no ``device_ids`` on the CPU.
 
         BasicSR always passes ``device_ids=[torch.cuda.current_device()]``, which fails without CUDA (gloo runs).
-        Used for the student and the adapter bank; the teacher is never given to it.
+        Used for the student and the adapter bank; the teacher is never given to it. With ``train.channels_last``
+        they are converted to channels-last first (before DDP sees their parameters).
         """
+        if self.is_train and channels_last_option(self.opt.get('train')):
+            net = net.to(memory_format=torch.channels_last)
         if not self.opt['dist']:
             return super().model_to_device(net)
         from facd_basicsr.distill.dist import wrap_ddp
