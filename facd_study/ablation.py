@@ -11,11 +11,12 @@ from dataclasses import dataclass, field
 from typing import Dict, List, Mapping, Optional, Sequence
 
 from facd_basicsr.tools.bicubic import bicubic_upscale
+from facd_basicsr.tools.common import load_network
 from facd_study.demo_data import build_demo_sets
 from facd_study.experiment import (DELETE, REPO_ROOT, TrainJob, is_trained, latest_weights, load_options, run_jobs,
                                    with_overrides)
-from facd_study.scoring import (format_mean_std, load_network, markdown_table, mean_scores, read_pairs, score_outputs,
-                                seed_values, split_scores)
+from facd_study.scoring import (format_mean_std, markdown_table, mean_scores, read_pairs, score_outputs, seed_values,
+                                split_scores)
 
 BASES = {
     'scratch': osp.join(REPO_ROOT, 'options', 'demo', 'train_scratch_demo_x2.yml'),

@@ -1,8 +1,10 @@
 """Scores of trained networks on the photo sets of :mod:`facd_study.demo_data`, and the tables built on them.
 
-PSNR and SSIM are BasicSR's ``calculate_psnr`` / ``calculate_ssim`` on the Y channel with ``crop_border = scale``
-(the FAKD / FACD protocol), computed on 8-bit outputs as BasicSR's validation does. A run's score on a set is the mean
-over its photos; a table row is the mean ± sample standard deviation (n - 1) of that score over seeds.
+The forward pass and the per-image PSNR / SSIM are the tools' (:mod:`facd_basicsr.tools.scoring`, the same path as
+``facd-eval``): BasicSR's ``calculate_psnr`` / ``calculate_ssim`` on the Y channel with ``crop_border = scale`` (the
+FAKD / FACD protocol), on 8-bit outputs as BasicSR's validation does. What lives here is the harness's own part: the
+photo folders of the demo sets, and the tables. A run's score on a set is the mean over its photos; a table row is
+the mean ± sample standard deviation (n - 1) of that score over seeds.
 """
 import glob
 import math
@@ -12,11 +14,8 @@ from typing import Dict, List, Mapping, Sequence, Tuple
 import cv2
 import numpy as np
 import torch
-from basicsr.archs import build_network
-from basicsr.metrics import calculate_psnr, calculate_ssim
-from basicsr.utils import img2tensor, tensor2img
 
-from facd_basicsr.distill.checkpoint import load_strictly, read_state_dict
+from facd_basicsr.tools.scoring import image_scores, upscale
 
 Pair = Tuple[np.ndarray, np.ndarray]  # (LR, GT), uint8 BGR (H, W, 3)
 
@@ -34,28 +33,6 @@ def read_pairs(split_folder: str, scale: int) -> Dict[str, Pair]:
             raise FileNotFoundError(f'{lq_path} (the LR twin of {gt_path}) is missing')
         pairs[stem] = (cv2.imread(lq_path, cv2.IMREAD_COLOR), cv2.imread(gt_path, cv2.IMREAD_COLOR))
     return pairs
-
-
-def image_scores(sr: np.ndarray, gt: np.ndarray, scale: int) -> Dict[str, float]:
-    """``{'psnr': dB, 'ssim': ...}`` of a uint8 BGR output against its GT, Y channel, ``scale`` border pixels cut."""
-    return {
-        'psnr': float(calculate_psnr(sr, gt, crop_border=scale, test_y_channel=True)),
-        'ssim': float(calculate_ssim(sr, gt, crop_border=scale, test_y_channel=True)),
-    }
-
-
-def load_network(network_opt: Mapping, weights: str, param_key: str = 'params') -> torch.nn.Module:
-    """Build ``network_opt`` (a ``network_g`` block) and load ``weights[param_key]`` strictly; eval mode, CPU."""
-    net = build_network(dict(network_opt))
-    load_strictly(net, read_state_dict(weights, param_key, 'weights'), True, weights)
-    return net.eval()
-
-
-@torch.no_grad()
-def upscale(net: torch.nn.Module, lr: np.ndarray) -> np.ndarray:
-    """Run ``net`` on one uint8 BGR image (RGB [0, 1] tensor in, as BasicSR's datasets feed it); uint8 BGR out."""
-    tensor = img2tensor(lr.astype(np.float32) / 255., bgr2rgb=True, float32=True).unsqueeze(0)
-    return tensor2img(net(tensor).clamp(0, 1), rgb2bgr=True)
 
 
 def score_outputs(outputs: Mapping[str, np.ndarray], pairs: Mapping[str, Pair], scale: int) -> Dict[str, dict]:

@@ -18,11 +18,12 @@ sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
 import facd_basicsr  # noqa: E402,F401  (compat alias before basicsr)
 from facd_basicsr.tools.bicubic import bicubic_upscale  # noqa: E402
+from facd_basicsr.tools.common import load_network  # noqa: E402
+from facd_basicsr.tools.scoring import image_scores, upscale  # noqa: E402
 from facd_study.demo_data import build_demo_sets  # noqa: E402
 from facd_study.experiment import REPO_ROOT, TrainJob, latest_weights, load_options, run_jobs  # noqa: E402
 from facd_study.figures import comparison_image, pick_crop, save_png  # noqa: E402
-from facd_study.scoring import (image_scores, load_network, markdown_table, mean_scores, read_pairs,  # noqa: E402
-                                score_outputs, upscale)
+from facd_study.scoring import markdown_table, mean_scores, read_pairs, score_outputs  # noqa: E402
 
 OPTIONS = osp.join(REPO_ROOT, 'options', 'demo')
 DATA = 'datasets/facd_demo'

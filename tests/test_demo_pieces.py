@@ -11,13 +11,14 @@ import torch
 from basicsr.data.paired_image_dataset import PairedImageDataset
 
 from facd_basicsr.tools.bicubic import bicubic_lr
+from facd_basicsr.tools.scoring import upscale
 from facd_study.ablation import Row, results_table, run_gate_on
 from facd_study.demo_data import build_train_tiles, cut_tiles
 from facd_study.experiment import (DELETE, TrainJob, _next_ready, is_trained, last_logged_iter, latest_weights,
                                    load_options, run_jobs, with_overrides, write_options)
 from facd_study.figures import LABEL_HEIGHT, PANEL_GAP, bar_chart, comparison_image, pick_crop
 from facd_study.sample_data import load_photo, make_gt
-from facd_study.scoring import format_mean_std, markdown_table, mean_std, upscale
+from facd_study.scoring import format_mean_std, markdown_table, mean_std
 from facd_study.study_rows import registry
 
 from conftest import REPO_ROOT

@@ -9,12 +9,14 @@ import torch
 import yaml
 from basicsr.archs.edsr_arch import EDSR
 from basicsr.archs.rcan_arch import RCAN
+from test_tool_infer import assert_one_error_line, other_architecture_checkpoint
 from torch import nn
 
 from facd_basicsr.tools.bicubic import bicubic_lr
-from facd_basicsr.tools.common import img_to_tensor, self_ensemble, tensor_to_img
+from facd_basicsr.tools.common import self_ensemble
 from facd_basicsr.tools.evaluate import main, match_pairs
 from facd_basicsr.tools.published import published_rows
+from facd_basicsr.tools.scoring import img_to_tensor, tensor_to_img
 from facd_study.sample_data import load_photo, make_gt
 
 from conftest import run_python
@@ -72,11 +74,12 @@ def test_eval_reports_hand_computed_psnr_and_writes_csv(bench, tmp_path, capsys)
         str(bench['root'] / 'train.yml'), '--ckpt',
         str(bench['root'] / 'net_g.pth'), '--data-root',
         str(bench['root']), '--out-dir',
-        str(out), '--device', 'cpu', '--save-sr'
+        str(out), '--device', 'cpu', '--save-sr', '--param-key', 'params_ema'
     ])
     assert code == 0
-    printed = capsys.readouterr().out
-    assert 'param key: params_ema' in printed and 'Published' not in printed
+    printed = capsys.readouterr()
+    assert 'param key: params_ema' in printed.out and 'Published' not in printed.out
+    assert 'note:' not in printed.err  # the key was chosen explicitly
     with open(out / 'per_image.csv') as f:
         per_image = list(csv.DictReader(f))
     assert [(r['set'], r['image']) for r in per_image] == [('Set5', 'astronaut'), ('Set5', 'chelsea'),
@@ -104,10 +107,20 @@ def test_eval_param_key_and_scale_checks(bench, capsys):
         str(bench['root']), '--sets', 'Set5', '--device', 'cpu'
     ]
     (bench['root'] / 'arch.yml').write_text(yaml.safe_dump(TINY_EDSR))
+    assert main(base) == 0  # default: params, as BasicSR; the file also holds params_ema and a note says so
+    printed = capsys.readouterr()
+    assert 'param key: params)' in printed.out
+    assert 'also holds "params_ema"' in printed.err and '--param-key params_ema' in printed.err
     assert main(base + ['--param-key', 'params']) == 0
-    assert 'param key: params)' in capsys.readouterr().out
+    printed = capsys.readouterr()
+    assert 'param key: params)' in printed.out and 'note:' not in printed.err
     assert main(base + ['--param-key', 'nope']) == 2
-    assert "'nope' not found" in capsys.readouterr().err
+    assert "no param key 'nope'; the file holds ['params', 'params_ema']" in capsys.readouterr().err
+    ema_only = bench['root'] / 'ema_only.pth'
+    torch.save({'params_ema': torch.load(bench['root'] / 'net_g.pth')['params_ema']}, ema_only)
+    assert main(base[:2] + ['--ckpt', str(ema_only)] + base[4:]) == 2  # never a silent fall-back to another key
+    err = capsys.readouterr().err
+    assert "no param key 'params'; the file holds ['params_ema']: pass --param-key params_ema" in err
     assert main(base + ['--scale', '3']) == 2
     assert 'up-scales x2' in capsys.readouterr().err
 
@@ -183,3 +196,12 @@ def test_script_prints_published_numbers_for_rcan_student(tmp_path):
     assert 'param key: params)' in proc.stdout
     assert '| FACD (aggregator listing) | 38.242 |' in proc.stdout
     assert '| student, no KD (FAKD paper) | 38.074 |' in proc.stdout
+
+
+def test_script_refuses_a_checkpoint_of_another_architecture(bench, tmp_path):
+    """``python -m facd_basicsr.tools.evaluate``: an RCAN checkpoint for the EDSR block, one error line, exit 2."""
+    pth = other_architecture_checkpoint(tmp_path)
+    opt = str(bench['root'] / 'train.yml')
+    args = ['--opt', opt, '--ckpt', pth, '--data-root', str(bench['root']), '--device', 'cpu']
+    proc = run_python(['-m', 'facd_basicsr.tools.evaluate'] + args, cwd=tmp_path, env={'OMP_NUM_THREADS': '1'})
+    assert_one_error_line(proc, pth, f'EDSR from {opt} (network_g)')

@@ -8,8 +8,9 @@ import onnxruntime
 import pytest
 import torch
 import yaml
+from basicsr.archs import build_network
+from test_tool_infer import assert_one_error_line, other_architecture_checkpoint
 
-from facd_basicsr.tools.common import build_arch
 from facd_basicsr.tools.export import main
 
 from conftest import run_python
@@ -35,14 +36,13 @@ TINY = {
     },
 }
 
-
 pytestmark = pytest.mark.usefixtures('one_thread')
 
 
 def _checkpoint(tmp_path, kind):
     """Train-option YAML with ``network_g`` and a ``{'params': ...}`` checkpoint of a tiny randomly initialised net."""
     torch.manual_seed(0)
-    net = build_arch(TINY[kind]).eval()
+    net = build_network(TINY[kind]).eval()
     torch.save({'params': net.state_dict()}, tmp_path / f'{kind}.pth')
     (tmp_path / f'{kind}.yml').write_text(yaml.safe_dump({'name': kind, 'network_g': TINY[kind]}))
     return net, str(tmp_path / f'{kind}.yml'), str(tmp_path / f'{kind}.pth')
@@ -85,3 +85,13 @@ def test_config_errors_exit_2(tmp_path, capsys):
     assert 'Checkpoint not found' in capsys.readouterr().err
     assert main(['--opt', opt, '--net-key', 'network_t', '--ckpt', pth]) == 2
     assert "no 'network_t' block" in capsys.readouterr().err
+
+
+def test_script_refuses_a_checkpoint_of_another_architecture(tmp_path):
+    """``python -m facd_basicsr.tools.export``: an RCAN checkpoint for the EDSR block, one error line, exit 2."""
+    _, opt, _ = _checkpoint(tmp_path, 'edsr')
+    pth = other_architecture_checkpoint(tmp_path)
+    args = ['--opt', opt, '--ckpt', pth, '--out-dir', str(tmp_path / 'exported')]
+    proc = run_python(['-m', 'facd_basicsr.tools.export'] + args, cwd=tmp_path, env={'OMP_NUM_THREADS': '1'})
+    assert_one_error_line(proc, pth, f'EDSR from {opt} (network_g)')
+    assert not (tmp_path / 'exported').exists()

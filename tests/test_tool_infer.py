@@ -5,9 +5,11 @@ import pytest
 import torch
 import yaml
 from basicsr.archs.edsr_arch import EDSR
+from basicsr.archs.rcan_arch import RCAN
 
-from facd_basicsr.tools.common import img_to_tensor, tensor_to_img, tiled_forward
+from facd_basicsr.tools.common import tiled_forward
 from facd_basicsr.tools.infer import main
+from facd_basicsr.tools.scoring import img_to_tensor, tensor_to_img
 from facd_study.sample_data import load_photo, make_gt
 
 from conftest import run_python
@@ -24,6 +26,24 @@ def _tiny_edsr(seed=0):
 
 
 pytestmark = pytest.mark.usefixtures('one_thread')
+
+
+def other_architecture_checkpoint(folder):
+    """A real BasicSR checkpoint ``{'params': ...}`` of a tiny RCAN x2: it does not fit an EDSR block."""
+    torch.manual_seed(0)
+    net = RCAN(3, 3, num_feat=8, num_group=1, num_block=1, squeeze_factor=4, upscale=2)
+    path = str(folder / 'rcan_x2.pth')
+    torch.save({'params': net.state_dict()}, path)
+    return path
+
+
+def assert_one_error_line(proc, path, network):
+    """A tool run that failed on a configuration error: exit 2, stderr exactly one ``error: ...`` naming ``path``."""
+    assert proc.returncode == 2, (proc.returncode, proc.stderr)
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith('error: '), proc.stderr  # no traceback
+    assert path in lines[0] and network in lines[0] and 'does not fit the network' in lines[0]
+    assert 'missing keys' in lines[0] and 'unexpected keys' in lines[0]
 
 
 @pytest.fixture(scope='module')
@@ -82,3 +102,26 @@ def test_single_file_suffix_and_config_errors(ckpt, tmp_path, capsys):
     assert 'Input not found' in capsys.readouterr().err
     assert main(base + ['-i', str(tmp_path / 'cat.png'), '--suffix', '_{size}']) == 2
     assert 'only the field {scale}' in capsys.readouterr().err
+
+
+def test_script_refuses_a_checkpoint_of_another_architecture(ckpt, tmp_path):
+    """``python -m facd_basicsr.tools.infer``: an RCAN checkpoint for the EDSR block, one error line, exit 2."""
+    cv2.imwrite(str(tmp_path / 'cat.png'), make_gt(load_photo('chelsea'), 1, 20))
+    pth = other_architecture_checkpoint(tmp_path)
+    args = ['--arch-yaml', ckpt['yml'], '--ckpt', pth, '-i', str(tmp_path / 'cat.png'), '-o', str(tmp_path / 'o')]
+    proc = run_python(
+        ['-m', 'facd_basicsr.tools.infer'] + args + ['--device', 'cpu'], cwd=tmp_path, env={'OMP_NUM_THREADS': '1'})
+    assert_one_error_line(proc, pth, f'EDSR from {ckpt["yml"]}')
+    assert not (tmp_path / 'o').exists()
+
+
+def test_a_corrupt_checkpoint_is_one_error_naming_the_file(ckpt, tmp_path, capsys):
+    """The package's reader refuses a truncated file; the tool turns that into ``error: ...`` and exit 2."""
+    cv2.imwrite(str(tmp_path / 'cat.png'), make_gt(load_photo('chelsea'), 1, 20))
+    cut = tmp_path / 'cut.pth'
+    with open(ckpt['pth'], 'rb') as f:
+        cut.write_bytes(f.read()[:300])
+    args = ['--arch-yaml', ckpt['yml'], '--ckpt', str(cut), '-i', str(tmp_path / 'cat.png'), '--device', 'cpu']
+    assert main(args + ['-o', str(tmp_path / 'o'), '--no-progress']) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith('error: --ckpt') and str(cut) in err[0]

@@ -1,8 +1,10 @@
-"""Shared helpers of the ``facd-*`` tools: network from a YAML + checkpoint, image I/O, argument helpers.
+"""Shared helpers of the ``facd-*`` tools: network from a YAML + checkpoint, image files, argument helpers.
 
 A network is described either by a BasicSR option file (train or test) and one of its network blocks
 (``network_g`` by default), or by a YAML file holding a bare block such as ``{type: EDSR, num_feat: 64, ...}``.
-Any architecture in BasicSR's ``ARCH_REGISTRY`` works, including the ones this package registers.
+Any architecture in BasicSR's ``ARCH_REGISTRY`` works, including the ones this package registers. Networks are
+built by BasicSR's ``build_network`` and checkpoints read by the package's one strict reader
+(``facd_basicsr.distill.checkpoint``); the wrappers here only add messages that name the file at fault.
 """
 import argparse
 import inspect
@@ -11,15 +13,19 @@ import os.path as osp
 import sys
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
-import basicsr.archs  # noqa: F401  (registers BasicSR's architectures; the parent package ran the compat alias)
 import cv2
 import numpy as np
 import torch
 import yaml
+from basicsr.archs import build_network
 from basicsr.utils.registry import ARCH_REGISTRY
 from torch import nn
 
+from facd_basicsr.distill.checkpoint import load_strictly, read_state_dict
+
 IMG_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff', '.webp', '.ppm', '.pgm')
+DEFAULT_PARAM_KEY = 'params'  # what BasicSR's load_network reads unless an option file says otherwise
+BARE_STATE_DICT = 'none'  # --param-key none: the checkpoint file is the state dict itself
 
 
 def load_yaml(path: str) -> Dict[str, Any]:
@@ -57,61 +63,106 @@ def arch_opt_from_yaml(path: str, net_key: Optional[str] = None) -> Dict[str, An
     return dict(block)
 
 
-def arch_class(arch_type: str) -> type:
-    """The class registered as ``arch_type`` in BasicSR's ``ARCH_REGISTRY``."""
-    if arch_type not in ARCH_REGISTRY:
+def check_registered(arch_opt: Dict[str, Any], source: str) -> None:
+    """``KeyError`` naming ``source`` and every registered name when ``arch_opt['type']`` is not in the registry.
+
+    BasicSR's ``ARCH_REGISTRY.get`` prints a suffix hint and raises without naming the file or the valid names.
+    """
+    if arch_opt['type'] not in ARCH_REGISTRY:
         names = ', '.join(sorted(name for name, _ in ARCH_REGISTRY))
-        raise KeyError(f'Architecture type {arch_type!r} is not registered. Registered: {names}')
-    return ARCH_REGISTRY.get(arch_type)
+        raise KeyError(f'{source}: architecture type {arch_opt["type"]!r} is not registered. Registered: {names}')
+
+
+def build_arch(arch_opt: Dict[str, Any], source: str = 'architecture block') -> nn.Module:
+    """BasicSR's ``build_network(arch_opt)``; an unknown type or keyword raises an error naming ``source``.
+
+    Args:
+        arch_opt (dict): ``{type: ..., **kwargs}``, e.g. a ``network_g`` block.
+        source (str): where the block comes from, for messages, e.g. ``'train.yml (network_g)'``.
+    """
+    check_registered(arch_opt, source)
+    try:
+        return build_network(dict(arch_opt))
+    except TypeError as err:  # an unexpected or missing keyword of the architecture's constructor
+        raise ValueError(f'{source}: cannot build {arch_opt["type"]}: {err}') from err
 
 
 def full_arch_opt(arch_opt: Dict[str, Any]) -> Dict[str, Any]:
     """``arch_opt`` completed with the constructor's defaults for every keyword the block leaves out."""
-    cls = arch_class(arch_opt['type'])
+    check_registered(arch_opt, 'architecture block')
     full = {'type': arch_opt['type']}
-    for name, param in inspect.signature(cls.__init__).parameters.items():
+    for name, param in inspect.signature(ARCH_REGISTRY.get(arch_opt['type']).__init__).parameters.items():
         if name != 'self' and param.default is not inspect.Parameter.empty:
             full[name] = param.default
     full.update(arch_opt)
     return full
 
 
-def build_arch(arch_opt: Dict[str, Any]) -> nn.Module:
-    """Instantiate the architecture ``arch_opt['type']`` with the remaining keys as keyword arguments."""
-    kwargs = {k: v for k, v in arch_opt.items() if k != 'type'}
+def _has_param_key(path: str, param_key: str) -> bool:
+    """Whether the checkpoint ``path`` holds ``param_key`` (read by the package's strict reader)."""
     try:
-        return arch_class(arch_opt['type'])(**kwargs)
-    except TypeError as err:
-        raise ValueError(f'Cannot build {arch_opt["type"]} from {kwargs}: {err}') from err
+        read_state_dict(path, param_key, '--ckpt')
+    except KeyError:
+        return False
+    return True
 
 
-def load_checkpoint(net: nn.Module, path: str, param_key: Optional[str] = None) -> str:
-    """Load a BasicSR checkpoint ``{param_key: state_dict}`` into ``net`` strictly.
+def _missing_key_message(path: str, param_key: str) -> str:
+    """Why ``param_key`` cannot be read from ``path``, naming the BasicSR keys the file does hold."""
+    present = [key for key in ('params', 'params_ema') if key != param_key and _has_param_key(path, key)]
+    if present:
+        hint = ' or '.join(f'--param-key {key}' for key in present)
+        return f'--ckpt {path}: no param key {param_key!r}; the file holds {present}: pass {hint}'
+    return (f'--ckpt {path}: no param key {param_key!r}, nor "params" or "params_ema" (BasicSR\'s keys); pass '
+            f'--param-key with the key that holds the state dict, or --param-key {BARE_STATE_DICT} for a bare one')
+
+
+def load_checkpoint(net: nn.Module, path: str, param_key: Optional[str] = None, network: str = 'the network') -> str:
+    """Load ``path[param_key]`` into ``net`` strictly, through ``distill.checkpoint`` (the package's one reader).
+
+    No key is ever picked silently: ``param_key`` None reads ``params`` (as BasicSR's ``load_network``) and, when
+    the file also holds ``params_ema``, prints a note to stderr saying so.
 
     Args:
         net (nn.Module): the network, already built.
-        path (str): ``.pth`` file written by BasicSR's ``save_network`` (or a bare state dict).
-        param_key (str | None): key to read; None takes ``params_ema`` when present, else ``params``.
+        path (str): ``.pth`` file written by BasicSR's ``save_network``, ``{param_key: state_dict}``.
+        param_key (str | None): key to read; ``'none'`` for a file that is a bare state dict. Default: ``params``.
+        network (str): the network, for messages, e.g. ``'EDSR from arch.yml'``.
 
     Returns:
-        str: the key that was used (``'<state_dict>'`` for a bare state dict).
+        str: the key that was used.
     """
     if not osp.isfile(path):
         raise FileNotFoundError(f'Checkpoint not found: {path}')
-    ckpt = torch.load(path, map_location='cpu', weights_only=True)
-    if not isinstance(ckpt, dict):
-        raise ValueError(f'{path}: expected a dict checkpoint, got {type(ckpt).__name__}')
-    bare = all(torch.is_tensor(v) for v in ckpt.values())
-    if param_key is None:
-        param_key = next((k for k in ('params_ema', 'params') if k in ckpt), '<state_dict>' if bare else None)
-        if param_key is None:
-            raise KeyError(f'{path}: neither "params_ema" nor "params" found. Keys: {sorted(ckpt)}')
-    elif param_key not in ckpt:
-        raise KeyError(f'{path}: param key {param_key!r} not found. Keys: {sorted(ckpt)}')
-    state = ckpt if param_key == '<state_dict>' else ckpt[param_key]
-    state = {(k[7:] if k.startswith('module.') else k): v for k, v in state.items()}
-    net.load_state_dict(state, strict=True)
-    return param_key
+    key = DEFAULT_PARAM_KEY if param_key is None else param_key
+    try:
+        state = read_state_dict(path, None if key.lower() == BARE_STATE_DICT else key, '--ckpt')
+    except KeyError:
+        raise KeyError(_missing_key_message(path, key)) from None
+    load_strictly(net, state, True, f'--ckpt {path} ({network})')
+    if param_key is None and _has_param_key(path, 'params_ema'):
+        print(
+            f'note: {path} also holds "params_ema" (EMA weights); this run uses "{key}". '
+            'Pass --param-key params_ema to use the EMA weights.',
+            file=sys.stderr)
+    return key
+
+
+def load_network(arch_opt: Dict[str, Any],
+                 path: str,
+                 param_key: str = DEFAULT_PARAM_KEY,
+                 source: str = 'architecture block') -> nn.Module:
+    """Build ``arch_opt`` (BasicSR's ``build_network``), load ``path`` strictly; frozen, eval mode, on the CPU.
+
+    Args:
+        arch_opt (dict): ``{type: ..., **kwargs}``, e.g. a ``network_g`` block.
+        path (str): checkpoint ``{param_key: state_dict}``.
+        param_key (str): key to read (``'none'`` for a bare state dict). Default: ``params``.
+        source (str): where ``arch_opt`` comes from, for messages.
+    """
+    net = build_arch(arch_opt, source)
+    load_checkpoint(net, path, param_key, f'{arch_opt["type"]} from {source}')
+    return net.eval().requires_grad_(False)
 
 
 def infer_scale(net: nn.Module, num_in_ch: int = 3, size: int = 16) -> int:
@@ -136,25 +187,26 @@ def add_network_args(parser: argparse.ArgumentParser, checkpoint: bool = True) -
         parser.add_argument(
             '--param-key',
             default=None,
-            help='key inside the checkpoint. Default: params_ema when present, else params')
+            help=f'key inside the checkpoint: params, params_ema (EMA weights) or {BARE_STATE_DICT} (a bare state '
+            f'dict). Default: {DEFAULT_PARAM_KEY}, as BasicSR (a note says when the file also holds params_ema)')
 
 
-def arch_opt_from_args(args: argparse.Namespace) -> Dict[str, Any]:
-    """The architecture block selected by ``--opt/--net-key`` or ``--arch-yaml``."""
+def arch_opt_from_args(args: argparse.Namespace) -> Tuple[Dict[str, Any], str]:
+    """The architecture block selected by ``--opt/--net-key`` or ``--arch-yaml``, and where it comes from."""
     if args.opt:
-        return arch_opt_from_yaml(args.opt, args.net_key)
-    return arch_opt_from_yaml(args.arch_yaml, None)
+        return arch_opt_from_yaml(args.opt, args.net_key), f'{args.opt} ({args.net_key})'
+    return arch_opt_from_yaml(args.arch_yaml, None), args.arch_yaml
 
 
 def network_from_args(args: argparse.Namespace, device: torch.device) -> Tuple[nn.Module, Dict[str, Any], str]:
-    """Build the network of ``args``, load ``--ckpt`` and put it in eval mode on ``device``.
+    """Build the network of ``args``, load ``--ckpt`` strictly and put it in eval mode on ``device``.
 
     Returns:
         tuple: (network, full architecture options with defaults, param key used).
     """
-    arch_opt = arch_opt_from_args(args)
-    net = build_arch(arch_opt)
-    used_key = load_checkpoint(net, args.ckpt, args.param_key)
+    arch_opt, source = arch_opt_from_args(args)
+    net = build_arch(arch_opt, source)
+    used_key = load_checkpoint(net, args.ckpt, args.param_key, f'{arch_opt["type"]} from {source}')
     net.eval().requires_grad_(False)
     return net.to(device), full_arch_opt(arch_opt), used_key
 
@@ -214,18 +266,6 @@ def write_image(path: str, img: np.ndarray) -> None:
     if not ok:
         raise OSError(f'Cannot encode image for {path}')
     buf.tofile(path)
-
-
-def img_to_tensor(img: np.ndarray, device: torch.device) -> torch.Tensor:
-    """uint8 BGR ``(H, W, 3)`` to float RGB ``(1, 3, H, W)`` in [0, 1]."""
-    rgb = np.ascontiguousarray(img[..., ::-1].transpose(2, 0, 1))
-    return torch.from_numpy(rgb).float().div_(255.).unsqueeze(0).to(device)
-
-
-def tensor_to_img(tensor: torch.Tensor) -> np.ndarray:
-    """Float RGB ``(1, 3, H, W)`` in [0, 1] to uint8 BGR ``(H, W, 3)``, clamped and rounded as BasicSR does."""
-    arr = tensor.detach().float().cpu().clamp(0, 1)[0].numpy().transpose(1, 2, 0)
-    return np.ascontiguousarray((arr * 255.).round().astype(np.uint8)[..., ::-1])
 
 
 def self_ensemble(forward: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> torch.Tensor:

@@ -19,13 +19,12 @@ from typing import Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
-from basicsr.metrics import calculate_psnr, calculate_ssim
 
 from facd_basicsr.tools.bicubic import bicubic_lr
-from facd_basicsr.tools.common import (add_network_args, config_error, img_to_tensor, infer_scale, list_images,
-                                       network_from_args, pick_device, read_image, self_ensemble, tensor_to_img,
-                                       tiled_forward, write_image)
+from facd_basicsr.tools.common import (add_network_args, config_error, infer_scale, list_images, network_from_args,
+                                       pick_device, read_image, self_ensemble, tiled_forward, write_image)
 from facd_basicsr.tools.published import published_rows
+from facd_basicsr.tools.scoring import image_scores, upscale
 
 KNOWN_SETS = ('Set5', 'Set14', 'B100', 'BSD100', 'Urban100', 'Manga109', 'DIV2K')
 
@@ -101,7 +100,7 @@ def evaluate_set(forward: Callable[[torch.Tensor], torch.Tensor],
                  lr_dir_name: str,
                  device: torch.device,
                  save_dir: Optional[str] = None) -> Tuple[List[Dict], bool]:
-    """PSNR/SSIM (Y, crop = scale) of every HR image of one set.
+    """PSNR/SSIM (Y, crop = scale; :mod:`facd_basicsr.tools.scoring`) of every HR image of one set.
 
     Returns:
         tuple: (per-image rows ``{'image', 'psnr', 'ssim'}``, whether the LR images were made from HR).
@@ -115,16 +114,11 @@ def evaluate_set(forward: Callable[[torch.Tensor], torch.Tensor],
     rows = []
     for hr_path, lr_path in pairs:
         hr, lr = load_pair(hr_path, lr_path, scale)
-        with torch.inference_mode():
-            sr = tensor_to_img(forward(img_to_tensor(lr, device)))
+        sr = upscale(forward, lr, device)
         name = osp.splitext(osp.basename(hr_path))[0]
         if save_dir:
             write_image(osp.join(save_dir, f'{name}.png'), sr)
-        rows.append({
-            'image': name,
-            'psnr': calculate_psnr(sr, hr, scale, test_y_channel=True),
-            'ssim': calculate_ssim(sr, hr, scale, test_y_channel=True)
-        })
+        rows.append({'image': name, **image_scores(sr, hr, scale)})
     return rows, made_lr
 
 

@@ -17,9 +17,10 @@ import cv2
 import torch
 from tqdm import tqdm
 
-from facd_basicsr.tools.common import (IMG_EXTENSIONS, add_network_args, config_error, img_to_tensor, infer_scale,
-                                       list_images, network_from_args, pick_device, read_image, self_ensemble,
-                                       tensor_to_img, tiled_forward, write_image)
+from facd_basicsr.tools.common import (IMG_EXTENSIONS, add_network_args, config_error, infer_scale, list_images,
+                                       network_from_args, pick_device, read_image, self_ensemble, tiled_forward,
+                                       write_image)
+from facd_basicsr.tools.scoring import upscale
 
 
 def input_paths(path: str) -> List[str]:
@@ -55,14 +56,14 @@ def upscale_one(net: torch.nn.Module, path: str, out_path: str, args: argparse.N
     if img is None:
         return 'cannot read or decode the image'
 
-    def forward(x: torch.Tensor) -> torch.Tensor:
+    def tiled(x: torch.Tensor) -> torch.Tensor:
         return tiled_forward(net, x, args.tile, args.tile_overlap)
 
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        return self_ensemble(tiled, x) if args.self_ensemble else tiled(x)
+
     try:
-        with torch.inference_mode():
-            x = img_to_tensor(img, device)
-            sr = self_ensemble(forward, x) if args.self_ensemble else forward(x)
-        write_image(out_path, tensor_to_img(sr))
+        write_image(out_path, upscale(forward, img, device))
     except (RuntimeError, OSError, cv2.error) as err:  # out of memory, unwritable output ...: report, go on
         return f'{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ""}'
     return None

@@ -51,13 +51,17 @@ def median_latency(net: nn.Module, x: torch.Tensor, warmup: int, runs: int) -> f
     return statistics.median(times)
 
 
-def parse_spec(spec: str, default_key: str) -> Dict[str, Any]:
-    """Architecture block of ``FILE[:network_x]``: a bare block (top-level ``type``) or a block of an option file."""
+def parse_spec(spec: str, default_key: str) -> Tuple[Dict[str, Any], str]:
+    """Architecture block of ``FILE[:network_x]`` (a bare block, top-level ``type``, or a block of an option file).
+
+    Returns:
+        tuple: (the block, where it comes from: ``FILE`` or ``FILE (network_x)``).
+    """
     match = re.fullmatch(r'(.+):(network_\w+)', spec)
     path, key = (match.group(1), match.group(2)) if match else (spec, None)
     if key is None and isinstance(load_yaml(path).get('type'), str):
-        return arch_opt_from_yaml(path, None)
-    return arch_opt_from_yaml(path, key or default_key)
+        return arch_opt_from_yaml(path, None), path
+    return arch_opt_from_yaml(path, key or default_key), f'{path} ({key or default_key})'
 
 
 def describe(arch_opt: Dict[str, Any]) -> str:
@@ -66,9 +70,10 @@ def describe(arch_opt: Dict[str, Any]) -> str:
     return f'{arch_opt["type"]} {shown}'.strip()
 
 
-def measure(arch_opt: Dict[str, Any], lr_size: Tuple[int, int], args: argparse.Namespace) -> Dict[str, Any]:
-    """Parameters, FLOPs and (unless ``--no-latency``) median latency of one architecture on the CPU."""
-    net = build_arch(arch_opt).eval().requires_grad_(False)
+def measure(arch_opt: Dict[str, Any], source: str, lr_size: Tuple[int, int],
+            args: argparse.Namespace) -> Dict[str, Any]:
+    """Parameters, FLOPs and (unless ``--no-latency``) median latency of one architecture (from ``source``) on CPU."""
+    net = build_arch(arch_opt, source).eval().requires_grad_(False)
     x = torch.rand(1, arch_opt.get('num_in_ch', 3), *lr_size)
     row = {'arch': describe(arch_opt), 'params': count_params(net), 'flops': count_flops(net, x)}
     row['latency'] = None if args.no_latency else median_latency(net, x, args.warmup, args.runs)
@@ -76,20 +81,22 @@ def measure(arch_opt: Dict[str, Any], lr_size: Tuple[int, int], args: argparse.N
 
 
 def stats_markdown(rows: List[Tuple[str, Dict[str, Any]]], lr_size: Tuple[int, int], runs: int) -> str:
-    """The measured rows as a markdown table; with two rows, a last row of first/second ratios."""
-    lines = [
-        f'| network | architecture | parameters | GFLOPs @ LR {lr_size[0]}x{lr_size[1]} '
-        f'| CPU latency (ms, median of {runs}) |', '|---|---|---|---|---|'
-    ]
+    """The measured rows as a markdown table; with two rows, a last row of first/second ratios.
+
+    The latency column is there only when the rows were timed (not under ``--no-latency``).
+    """
+    timed = all(row['latency'] is not None for _, row in rows)
+    header = f'| network | architecture | parameters | GFLOPs @ LR {lr_size[0]}x{lr_size[1]} |'
+    lines = [header + (f' CPU latency (ms, median of {runs}) |' if timed else ''), '|---' * (5 if timed else 4) + '|']
     for name, row in rows:
-        latency = '-' if row['latency'] is None else f'{row["latency"] * 1e3:.1f}'
+        latency = f' {row["latency"] * 1e3:.1f} |' if timed else ''
         lines.append(f'| {name} | {row["arch"]} | {row["params"]:,} ({row["params"] / 1e6:.3f} M) '
-                     f'| {row["flops"] / 1e9:.3f} | {latency} |')
+                     f'| {row["flops"] / 1e9:.3f} |{latency}')
     if len(rows) == 2:
         (name_a, a), (name_b, b) = rows
-        latency = '-' if a['latency'] is None else f'{a["latency"] / b["latency"]:.2f}x'
+        latency = f' {a["latency"] / b["latency"]:.2f}x |' if timed else ''
         lines.append(f'| {name_a} / {name_b} | | {a["params"] / b["params"]:.2f}x | {a["flops"] / b["flops"]:.2f}x '
-                     f'| {latency} |')
+                     f'|{latency}')
     return '\n'.join(lines)
 
 
@@ -107,13 +114,13 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def networks(args: argparse.Namespace) -> List[Tuple[str, Dict[str, Any]]]:
-    """``(name, architecture block)`` of the teacher and/or the student selected by ``args``."""
+def networks(args: argparse.Namespace) -> List[Tuple[str, Tuple[Dict[str, Any], str]]]:
+    """``(name, (architecture block, where it comes from))`` of the teacher and/or the student of ``args``."""
     if args.opt and (args.teacher or args.student):
         raise ValueError('give either --opt or --teacher/--student, not both')
     if args.opt:
-        return [('teacher', arch_opt_from_yaml(args.opt, 'network_t')),
-                ('student', arch_opt_from_yaml(args.opt, 'network_g'))]
+        return [(name, (arch_opt_from_yaml(args.opt, key), f'{args.opt} ({key})'))
+                for name, key in (('teacher', 'network_t'), ('student', 'network_g'))]
     chosen = [(name, parse_spec(spec, 'network_t' if name == 'teacher' else 'network_g'))
               for name, spec in (('teacher', args.teacher), ('student', args.student)) if spec]
     if not chosen:
@@ -129,7 +136,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             raise ValueError(f'--runs ({args.runs}) must be >= 1 and --warmup ({args.warmup}) >= 0')
         if args.threads:
             torch.set_num_threads(args.threads)
-        rows = [(name, measure(arch_opt, args.lr_size, args)) for name, arch_opt in networks(args)]
+        rows = [(name, measure(arch_opt, source, args.lr_size, args)) for name, (arch_opt, source) in networks(args)]
     except (FileNotFoundError, KeyError, ValueError) as err:
         return config_error(err)
     print(f'torch {torch.__version__}, {torch.get_num_threads()} CPU thread(s); FLOPs = 2 x multiply-accumulates '
