@@ -87,3 +87,16 @@ def test_random_teacher_stops_training_at_start_up(tmp_path, sample_root):
                               'dataroot_lq': str(val / 'lq_x2'), 'io_backend': {'type': 'disk'}}
     message = build_error(opt, TeacherCheckError)
     assert 'bicubic' in message
+
+
+def test_image_loss_as_feature_opt_is_refused_at_start_up(tmp_path):
+    opt = make_opt(tmp_path, {'type': 'L1Loss', 'loss_weight': 0.1})
+    message = build_error(opt, TypeError)
+    assert message.startswith('train.feature_opt has type L1Loss, which is not a feature loss')
+    assert 'facd_basicsr.losses.feature_loss_base.FeatureLoss' in message
+    assert 'FACDContrastiveLoss, FAKDAffinityLoss, FeatureDistillLoss' in message
+
+
+def test_key_the_form_does_not_read_is_refused_at_start_up(tmp_path):
+    opt = make_opt(tmp_path, dict(CONTRASTIVE, form='infonce', distance='l2'))
+    assert build_error(opt, ValueError).startswith('distance does nothing with form: infonce')

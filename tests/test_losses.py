@@ -1,15 +1,26 @@
 """Feature-distillation losses: hand-computed values, naive references, gradients, memory, option checks."""
+import glob
 import math
+import os
+import os.path as osp
+import subprocess
+import sys
 
 import pytest
 import torch
+import yaml
 from basicsr.losses import build_loss
+from basicsr.utils.options import ordered_yaml
+from basicsr.utils.registry import LOSS_REGISTRY
 
 from facd_basicsr.losses.facd_contrastive_loss import FACDContrastiveLoss
 from facd_basicsr.losses.fakd_affinity_loss import FAKDAffinityLoss, pooled_grid
 from facd_basicsr.losses.feature_distill_loss import FeatureDistillLoss
+from facd_basicsr.losses.feature_loss_base import FeatureLoss, check_feature_loss, registered_feature_losses
 from facd_basicsr.losses.feature_loss_util import (ShiftedChannelDot, ShiftedL1Mean, shifted_mean, shifted_spread,
                                                    shifts_are_all_others)
+
+from conftest import REPO_ROOT
 
 R2 = math.sqrt(0.5)  # 1 / sqrt(2)
 
@@ -164,6 +175,11 @@ def naive_contrastive(a, t, form, distance, k, eps=1e-6, tau=0.1, pool=None, fir
     return torch.stack(out)
 
 
+def form_keys(form, distance):
+    """``distance`` is a ratio-form key (the infonce cases name 'l1' only for the naive reference)."""
+    return {} if form == 'infonce' else {'distance': distance}
+
+
 @pytest.mark.parametrize('form, distance', [('ratio', 'l1'), ('ratio', 'l2'), ('ratio', 'cosine'), ('infonce', 'l1')])
 @pytest.mark.parametrize('num_negatives', [None, 1, 3])
 def test_matches_naive_reference_value_and_gradient(form, distance, num_negatives):
@@ -171,7 +187,7 @@ def test_matches_naive_reference_value_and_gradient(form, distance, num_negative
     a = torch.randn(5, 3, 2, 3, dtype=torch.float64, requires_grad=True)
     t = torch.randn(5, 3, 2, 3, dtype=torch.float64)
     gate = torch.tensor([1., 0., 1., .5, 1.], dtype=torch.float64)
-    loss, _ = FACDContrastiveLoss(form=form, distance=distance, num_negatives=num_negatives)([a], [t], gate)
+    loss, _ = FACDContrastiveLoss(form=form, num_negatives=num_negatives, **form_keys(form, distance))([a], [t], gate)
     k = 4 if num_negatives is None else num_negatives
     reference = (naive_contrastive(a, t, form, distance, k) * gate).sum() / 5
     (grad, ), (grad_ref, ) = torch.autograd.grad(loss, a), torch.autograd.grad(reference, a)
@@ -215,7 +231,8 @@ def test_other_negative_pools_match_the_naive_reference(negatives, form, distanc
     t = torch.randn(5, 3, 2, 3, dtype=torch.float64)
     d = torch.randn(5, 3, 2, 3, dtype=torch.float64, requires_grad=True)  # must not receive a gradient
     gate = torch.tensor([1., 0., 1., .5, 1.], dtype=torch.float64)
-    loss_fn = FACDContrastiveLoss(form=form, distance=distance, num_negatives=num_negatives, negatives=negatives)
+    loss_fn = FACDContrastiveLoss(
+        form=form, num_negatives=num_negatives, negatives=negatives, **form_keys(form, distance))
     if negatives == 'student':
         loss, _ = loss_fn([a], [t], gate)
         pool, first, k = a.detach(), 1, 4 if num_negatives is None else num_negatives
@@ -360,3 +377,119 @@ def test_built_from_options_like_basicsr():
     assert isinstance(build_loss({'type': 'FAKDAffinityLoss', 'max_positions': None}), FAKDAffinityLoss)
     with pytest.raises(TypeError):
         build_loss({'type': 'FeatureDistillLoss', 'citerion': 'l2'})  # misspelled key fails at build time
+
+
+@pytest.mark.parametrize('kwargs, key, setting', [
+    (dict(form='infonce', distance='l1'), 'distance', 'form: infonce'),
+    (dict(form='infonce', distance='cosine'), 'distance', 'form: infonce'),
+    (dict(form='infonce', normalize=False), 'normalize', 'form: infonce'),
+    (dict(form='infonce', normalize=True), 'normalize', 'form: infonce'),
+    (dict(temperature=0.1), 'temperature', 'form: ratio'),
+    (dict(form='ratio', distance='l2', temperature=0.5), 'temperature', 'form: ratio'),
+    (dict(distance='cosine', normalize=True), 'normalize', 'distance: cosine'),
+    (dict(distance='cosine', normalize=False), 'normalize', 'distance: cosine'),
+])
+def test_keys_the_form_does_not_read_are_refused(kwargs, key, setting):
+    with pytest.raises(ValueError) as info:
+        FACDContrastiveLoss(**kwargs)
+    message = str(info.value)
+    assert message.startswith(f'{key} does nothing with {setting};') and 'it applies to' in message
+    assert ('InfoNCE form' if key == 'temperature' else 'ratio form') in message
+    with pytest.raises(ValueError, match=f'{key} does nothing'):  # the YAML route gives the same message
+        build_loss(dict(kwargs, type='FACDContrastiveLoss'))
+
+
+def test_keys_left_out_or_none_resolve_per_form():
+    ratio, infonce = FACDContrastiveLoss(), FACDContrastiveLoss(form='infonce')
+    assert (ratio.distance, ratio.normalize, ratio.temperature) == ('l1', False, None)
+    assert (infonce.distance, infonce.normalize, infonce.temperature) == (None, None, 0.1)
+    explicit_none = FACDContrastiveLoss(form='infonce', distance=None, normalize=None, temperature=None)
+    assert (explicit_none.distance, explicit_none.normalize, explicit_none.temperature) == (None, None, 0.1)
+    cosine = FACDContrastiveLoss(distance='cosine', temperature=None)
+    assert (cosine.normalize, cosine.temperature) == (False, None)
+    assert 'temperature' not in repr(ratio) and 'distance' not in repr(infonce)
+    with pytest.raises(ValueError, match='temperature must be a number > 0'):
+        FACDContrastiveLoss(form='infonce', temperature=0.0)
+    for negatives in ('batch', 'student', 'degraded'):  # negatives, num_negatives and eps are read by every form
+        FACDContrastiveLoss(form='infonce', negatives=negatives, num_negatives=1, eps=1e-5)
+
+
+def test_every_loss_speaks_the_feature_loss_protocol():
+    for loss_fn in (FACDContrastiveLoss(), FeatureDistillLoss(), FAKDAffinityLoss()):
+        assert isinstance(loss_fn, FeatureLoss) and check_feature_loss(loss_fn) is loss_fn
+    assert registered_feature_losses() == ['FACDContrastiveLoss', 'FAKDAffinityLoss', 'FeatureDistillLoss']  # files
+    assert [
+        FACDContrastiveLoss().needs_degraded_features,
+        FeatureDistillLoss().needs_degraded_features,
+        FAKDAffinityLoss().needs_degraded_features
+    ] == [False, False, False]
+    assert FACDContrastiveLoss(negatives='degraded').needs_degraded_features is True
+    assert 'FeatureLoss' not in LOSS_REGISTRY  # the base is not a loss one can build
+    feats = [torch.randn(3, 2, 2, 2)]
+    for loss_fn in (FeatureDistillLoss(), FAKDAffinityLoss()):
+        with pytest.raises(ValueError, match='takes no negative_feats'):
+            loss_fn(feats, feats, negative_feats=feats)
+
+
+def test_a_plain_basicsr_loss_is_refused_naming_the_option():
+    with pytest.raises(TypeError) as info:
+        check_feature_loss(build_loss({'type': 'L1Loss'}))
+    message = str(info.value)
+    assert message.startswith('train.feature_opt has type L1Loss, which is not a feature loss')
+    assert 'FeatureLoss' in message and 'FACDContrastiveLoss, FAKDAffinityLoss, FeatureDistillLoss.' in message
+
+
+def test_the_base_class_defaults():
+
+    class MeanGap(FeatureLoss):
+        """A user loss: only forward written; the protocol's defaults do the rest."""
+
+        def forward(self, student_feats, teacher_feats, weight=None, negative_feats=None):
+            self.reject_negative_feats(negative_feats)
+            gap = sum((s - t).abs().mean() for s, t in zip(student_feats, teacher_feats))
+            return gap, {'tap0': gap.detach()}
+
+    loss_fn = MeanGap()
+    assert loss_fn.uses_adapter is True and loss_fn.needs_degraded_features is False
+    assert loss_fn.validate_batch_size(1) is None
+    loss, terms = loss_fn([torch.ones(2, 1, 1, 1)], [torch.zeros(2, 1, 1, 1)])
+    assert loss.item() == 1.0 and terms['tap0'].item() == 1.0
+    with pytest.raises(NotImplementedError, match='FeatureLoss must implement forward'):
+        FeatureLoss()([torch.ones(1)], [torch.ones(1)])
+
+
+def test_every_shipped_option_file_builds_its_feature_loss():
+    """options/**/*.yml: each train.feature_opt builds (no refused key) and passes the model's protocol check."""
+    built = {}
+    for path in sorted(glob.glob(osp.join(REPO_ROOT, 'options', '**', '*.yml'), recursive=True)):
+        with open(path, encoding='utf-8') as f:
+            feature_opt = (yaml.load(f, Loader=ordered_yaml()[0]).get('train') or {}).get('feature_opt')
+        if feature_opt:
+            built[osp.relpath(path, REPO_ROOT)] = type(check_feature_loss(build_loss(dict(feature_opt)))).__name__
+    assert set(built.values()) == {'FACDContrastiveLoss', 'FeatureDistillLoss', 'FAKDAffinityLoss'}
+    assert built['options/train_FACD_RCAN_x4.yml'] == 'FACDContrastiveLoss' and len(built) >= 20
+
+
+def test_the_documented_user_loss_registers_and_trains_in_facd_model(tmp_path):
+    """docs/losses.md's example, run in a fresh interpreter (it registers into the global LOSS_REGISTRY)."""
+    with open(osp.join(REPO_ROOT, 'docs', 'losses.md'), encoding='utf-8') as f:
+        example = f.read().split('```python\n', 1)[1].split('```', 1)[0]
+    script = tmp_path / 'user_loss.py'
+    script.write_text('import facd_basicsr\n' + example + '''
+import torch
+from basicsr.losses import build_loss
+from basicsr.models import build_model
+from model_helpers import make_opt, photo_batches
+loss, terms = build_loss({'type': 'MyFeatureLoss', 'loss_weight': 2.0})(
+    [torch.ones(2, 3, 2, 2)], [torch.zeros(2, 3, 2, 2)], torch.tensor([1., 0.]))
+model = build_model(make_opt(%r, {'type': 'MyFeatureLoss', 'loss_weight': 0.1}))
+model.feed_data(photo_batches(1)[0])
+model.optimize_parameters(1)
+print(loss.item(), terms['tap0'].item(), model.net_adapter is not None, sorted(model.log_dict))
+''' % str(tmp_path / 'run'))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([REPO_ROOT, osp.join(REPO_ROOT, 'tests')]))
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    # gate (1, 0), |1 - 0| = 1 per sample: tap0 = (1 + 0) / 2, loss = 2.0 * 0.5
+    assert done.stdout.split()[:3] == ['1.0', '0.5', 'True']
+    assert "'l_feat_tap0'" in done.stdout and "'l_feat_tap2'" in done.stdout

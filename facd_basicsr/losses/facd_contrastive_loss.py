@@ -3,8 +3,9 @@
 from typing import Dict, Optional, Sequence, Tuple
 
 from basicsr.utils.registry import LOSS_REGISTRY
-from torch import Tensor, nn
+from torch import Tensor
 
+from facd_basicsr.losses.feature_loss_base import FeatureLoss
 from facd_basicsr.losses.feature_loss_util import (ShiftedChannelDot, ShiftedL1Mean, channel_normalize, check_choice,
                                                    check_features, check_number, check_tap_weights, reduce_taps,
                                                    resolve_tap_weights, shifted_mean, shifted_spread)
@@ -13,6 +14,13 @@ from facd_basicsr.registry import register_once
 _FORMS = ('ratio', 'infonce')
 _DISTANCES = ('l1', 'l2', 'cosine')
 _NEGATIVES = ('batch', 'student', 'degraded')
+# Keys that only some settings read: key -> (the setting it depends on, the values that read it, what it applies to).
+_SCOPED_KEYS = {
+    'distance': ('form', ('ratio', ), 'the ratio form (InfoNCE always compares unit C-vectors by cosine similarity)'),
+    'normalize': ('form', ('ratio', ), 'the ratio form (InfoNCE always compares unit C-vectors)'),
+    'temperature': ('form', ('infonce', ), 'the InfoNCE form (the softmax temperature)'),
+}
+_DEFAULTS = {'distance': 'l1', 'normalize': False, 'temperature': 0.1}
 
 
 def _per_sample_mean(x: Tensor) -> Tensor:
@@ -47,7 +55,7 @@ def _ratio_distances(anchor: Tensor, teacher: Tensor, pool: Tensor, distance: st
 
 
 @register_once(LOSS_REGISTRY)
-class FACDContrastiveLoss(nn.Module):
+class FACDContrastiveLoss(FeatureLoss):
     """Feature-domain contrastive distillation loss of FACD, with in-batch teacher negatives by default.
 
     Paper: Moon et al., "Feature-domain Adaptive Contrastive Distillation for Efficient Single Image
@@ -89,58 +97,90 @@ class FACDContrastiveLoss(nn.Module):
           distance: l1            # l1 | l2 | cosine  (ratio form only)
           negatives: batch        # batch | student | degraded
           num_negatives: ~        # K, ~ = batch size - 1 (degraded: 1)
-          temperature: 0.1        # infonce only
           eps: !!float 1e-6
-          normalize: false        # unit C-vectors before the distance (ratio form)
+          normalize: false        # unit C-vectors before the distance (ratio form, l1 / l2 only)
+          # temperature: 0.1      # infonce only: with form: infonce, drop distance and normalize and set this
+
+    Keys a setting does not read are refused, so an option file never carries a knob that does nothing: with
+    ``form: infonce``, ``distance`` and ``normalize``; with ``form: ratio``, ``temperature``; with ``distance:
+    cosine``, ``normalize`` (cosine already divides the C-vectors by their norms). "Given" means not None: those
+    three arguments default to None (YAML ``~`` or leaving the key out) and None resolves to the default of the
+    form that reads the key (distance 'l1', normalize False, temperature 0.1); the attribute of a key the form does
+    not read stays None. ``negatives``, ``num_negatives`` and ``eps`` are read by every form.
 
     Args:
         loss_weight (float): Global factor of the loss. Default: 1.0.
         tap_weights (Sequence[float] | None): Weight w_j of each tap; None gives 1.0 to every tap. Default: None.
         form (str): 'ratio' | 'infonce'. Default: 'ratio'.
-        distance (str): 'l1' | 'l2' | 'cosine', used by the ratio form. Default: 'l1'.
+        distance (str | None): 'l1' | 'l2' | 'cosine', ratio form only. Default: None ('l1' under the ratio form).
         negatives (str): 'batch' | 'student' | 'degraded', the pool of negatives (see above). Default: 'batch'.
         num_negatives (int | None): K >= 1 negatives per anchor; None means B - 1 ('degraded': 1). Must be < B
             ('degraded': <= B). Default: None.
-        temperature (float): InfoNCE temperature tau > 0. Default: 0.1.
+        temperature (float | None): InfoNCE temperature tau > 0, infonce form only. Default: None (0.1 under
+            infonce).
         eps (float): > 0, added to the ratio's denominator and to the norms of the cosine. Default: 1e-6.
-        normalize (bool): Divide student and teacher C-vectors by their L2 norm (+ eps) at every position before the
-            ratio-form distance. Default: False.
+        normalize (bool | None): Divide student and teacher C-vectors by their L2 norm (+ eps) at every position
+            before the ratio-form distance; ratio form with l1 or l2 only. Default: None (False).
+
+    Raises:
+        ValueError: a bad value, or a key the chosen form (or distance) does not read; the message names the key,
+            the setting and what the key applies to.
     """
 
-    uses_adapter = True
+    uses_adapter = True  # needs_degraded_features: a property, below
 
     def __init__(self,
                  loss_weight: float = 1.0,
                  tap_weights: Optional[Sequence[float]] = None,
                  form: str = 'ratio',
-                 distance: str = 'l1',
+                 distance: Optional[str] = None,
                  num_negatives: Optional[int] = None,
                  negatives: str = 'batch',
-                 temperature: float = 0.1,
+                 temperature: Optional[float] = None,
                  eps: float = 1e-6,
-                 normalize: bool = False) -> None:
+                 normalize: Optional[bool] = None) -> None:
         super().__init__()
         self.loss_weight = check_number('loss_weight', loss_weight)
         self.tap_weights = check_tap_weights(tap_weights)
         self.form = check_choice('form', form, _FORMS)
-        self.distance = check_choice('distance', distance, _DISTANCES)
+        given = self._resolve(distance=distance, normalize=normalize, temperature=temperature)
+        distance = given['distance']
+        self.distance = None if distance is None else check_choice('distance', distance, _DISTANCES)
+        if self.distance == 'cosine' and normalize is not None:
+            raise ValueError(
+                'normalize does nothing with distance: cosine; it applies to the ratio form with distance '
+                'l1 or l2 (cosine already divides the C-vectors by their norms). Remove normalize from the '
+                'options.')
         if num_negatives is not None and (isinstance(num_negatives, bool) or not isinstance(num_negatives, int)
                                           or num_negatives < 1):
             raise ValueError(
                 f'num_negatives must be an integer >= 1 or None (= batch size - 1), got {num_negatives!r}.')
         self.num_negatives = num_negatives
         self.negatives = check_choice('negatives', negatives, _NEGATIVES)
-        self.temperature = check_number('temperature', temperature, strict=True)
+        self.temperature = (None if given['temperature'] is None else check_number(
+            'temperature', given['temperature'], strict=True))
         self.eps = check_number('eps', eps, strict=True)
-        if not isinstance(normalize, bool):
+        if given['normalize'] is not None and not isinstance(given['normalize'], bool):
             raise ValueError(f'normalize must be true or false, got {normalize!r}.')
-        self.normalize = normalize
+        self.normalize = given['normalize']
+
+    def _resolve(self, **values: object) -> Dict[str, object]:
+        """Refuse a given (not None) key that ``self.form`` does not read; None -> the default where it is read."""
+        resolved = {}
+        for key, value in values.items():
+            setting, readers, applies_to = _SCOPED_KEYS[key]
+            read = getattr(self, setting) in readers
+            if value is not None and not read:
+                raise ValueError(f'{key} does nothing with {setting}: {getattr(self, setting)}; it applies to '
+                                 f'{applies_to}. Remove {key} from the options.')
+            resolved[key] = (_DEFAULTS[key] if value is None else value) if read else None
+        return resolved
 
     def extra_repr(self) -> str:
-        return (f'loss_weight={self.loss_weight}, tap_weights={self.tap_weights}, form={self.form!r}, '
-                f'distance={self.distance!r}, negatives={self.negatives!r}, num_negatives={self.num_negatives}, '
-                f'temperature={self.temperature}, '
-                f'eps={self.eps}, normalize={self.normalize}')
+        form_keys = (f'temperature={self.temperature}'
+                     if self.form == 'infonce' else f'distance={self.distance!r}, normalize={self.normalize}')
+        return (f'loss_weight={self.loss_weight}, tap_weights={self.tap_weights}, form={self.form!r}, {form_keys}, '
+                f'negatives={self.negatives!r}, num_negatives={self.num_negatives}, eps={self.eps}')
 
     @property
     def needs_degraded_features(self) -> bool:

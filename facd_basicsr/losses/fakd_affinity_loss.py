@@ -5,8 +5,9 @@ from typing import Dict, Optional, Sequence, Tuple
 import torch
 import torch.nn.functional as F
 from basicsr.utils.registry import LOSS_REGISTRY
-from torch import Tensor, nn
+from torch import Tensor
 
+from facd_basicsr.losses.feature_loss_base import FeatureLoss
 from facd_basicsr.losses.feature_loss_util import (channel_normalize, check_features, check_number, check_tap_weights,
                                                    reduce_taps, resolve_tap_weights)
 from facd_basicsr.registry import register_once
@@ -36,7 +37,7 @@ def spatial_affinity(feat: Tensor) -> Tensor:
 
 
 @register_once(LOSS_REGISTRY)
-class FAKDAffinityLoss(nn.Module):
+class FAKDAffinityLoss(FeatureLoss):
     """Feature-affinity knowledge distillation (spatial affinity), the FAKD baseline.
 
     Paper: He et al., "FAKD: Feature-Affinity Based Knowledge Distillation for Efficient Image Super-Resolution",
@@ -83,9 +84,6 @@ class FAKDAffinityLoss(nn.Module):
     def extra_repr(self) -> str:
         return f'loss_weight={self.loss_weight}, tap_weights={self.tap_weights}, max_positions={self.max_positions}'
 
-    def validate_batch_size(self, batch_size: int) -> None:
-        """Any batch size >= 1 works: nothing to check."""
-
     def _tap_loss(self, student: Tensor, teacher: Tensor) -> Tensor:
         """Per-sample mean |A^S - A^T| at one tap, shape (B, )."""
         grid = pooled_grid(student.shape[2], student.shape[3], self.max_positions)
@@ -98,17 +96,20 @@ class FAKDAffinityLoss(nn.Module):
     def forward(self,
                 student_feats: Sequence[Tensor],
                 teacher_feats: Sequence[Tensor],
-                weight: Optional[Tensor] = None) -> Tuple[Tensor, Dict[str, Tensor]]:
-        """Affinity loss summed over taps.
+                weight: Optional[Tensor] = None,
+                negative_feats: Optional[Sequence[Tensor]] = None) -> Tuple[Tensor, Dict[str, Tensor]]:
+        """Affinity loss summed over taps (any batch size >= 1).
 
         Args:
             student_feats (Sequence[Tensor]): raw student features, one (B, C_s, H, W) map per tap.
             teacher_feats (Sequence[Tensor]): teacher features (B, C_t, H, W), same B, H, W; treated as constants.
             weight (Tensor | None): per-sample gate g of shape (B, ) in [0, 1]; None means all ones.
+            negative_feats (None): FAKD has no negatives; anything else raises a ValueError.
 
         Returns:
             tuple[Tensor, dict]: the scalar loss and detached logging terms ``tap{j}`` ((1/B) sum_i g_i L_ij).
         """
+        self.reject_negative_feats(negative_feats)
         check_features(student_feats, teacher_feats, same_channels=False)
         resolve_tap_weights(self.tap_weights, len(student_feats))
         per_tap = [self._tap_loss(s, t.detach()) for s, t in zip(student_feats, teacher_feats)]

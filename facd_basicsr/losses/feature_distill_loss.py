@@ -2,8 +2,9 @@
 from typing import Dict, Optional, Sequence, Tuple
 
 from basicsr.utils.registry import LOSS_REGISTRY
-from torch import Tensor, nn
+from torch import Tensor
 
+from facd_basicsr.losses.feature_loss_base import FeatureLoss
 from facd_basicsr.losses.feature_loss_util import (check_choice, check_features, check_number, check_tap_weights,
                                                    reduce_taps, resolve_tap_weights)
 from facd_basicsr.registry import register_once
@@ -12,7 +13,7 @@ _CRITERIA = ('l1', 'l2')
 
 
 @register_once(LOSS_REGISTRY)
-class FeatureDistillLoss(nn.Module):
+class FeatureDistillLoss(FeatureLoss):
     """Conventional feature distillation (the "Euclidean FD" baseline FACD is compared with).
 
     Paper: Romero et al., "FitNets: Hints for Thin Deep Nets", ICLR 2015 (student hint through a regressor, here the
@@ -51,24 +52,24 @@ class FeatureDistillLoss(nn.Module):
     def extra_repr(self) -> str:
         return f'loss_weight={self.loss_weight}, tap_weights={self.tap_weights}, criterion={self.criterion!r}'
 
-    def validate_batch_size(self, batch_size: int) -> None:
-        """Any batch size >= 1 works: nothing to check."""
-
     def forward(self,
                 student_feats: Sequence[Tensor],
                 teacher_feats: Sequence[Tensor],
-                weight: Optional[Tensor] = None) -> Tuple[Tensor, Dict[str, Tensor]]:
-        """Feature-matching loss summed over taps.
+                weight: Optional[Tensor] = None,
+                negative_feats: Optional[Sequence[Tensor]] = None) -> Tuple[Tensor, Dict[str, Tensor]]:
+        """Feature-matching loss summed over taps (any batch size >= 1).
 
         Args:
             student_feats (Sequence[Tensor]): adapted student features, one (B, C, H, W) map per tap.
             teacher_feats (Sequence[Tensor]): teacher features of the same shapes; treated as constants.
             weight (Tensor | None): per-sample gate g of shape (B, ) in [0, 1]; None means all ones.
+            negative_feats (None): FD has no negatives; anything else raises a ValueError.
 
         Returns:
             tuple[Tensor, dict]: the scalar loss, and detached logging terms ``tap{j}`` ((1/B) sum_i g_i L_ij) and
             ``d_pos`` (mean of L_ij over taps and all samples, ungated).
         """
+        self.reject_negative_feats(negative_feats)
         check_features(student_feats, teacher_feats, same_channels=True)
         resolve_tap_weights(self.tap_weights, len(student_feats))
         per_tap = []

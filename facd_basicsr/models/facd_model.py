@@ -42,6 +42,7 @@ from facd_basicsr.distill.feature_taps import FeatureTaps
 from facd_basicsr.distill.gate import AdaptiveGate
 from facd_basicsr.distill.student_runtime import StudentRuntime, channels_last_option
 from facd_basicsr.distill.teacher_runtime import TeacherRunner
+from facd_basicsr.losses.feature_loss_base import check_feature_loss
 from facd_basicsr.registry import register_once
 
 DISTILL_KEYS = ('teacher_taps', 'student_taps', 'adapter', 'gate', 'teacher_check', 'teacher_check_images',
@@ -86,7 +87,9 @@ class FACDModel(SRModel):
         self.distill_opt = distill_options(self.opt)
         train_opt = self.opt['train']
         self.cri_kd = build_loss(train_opt['kd_opt']).to(self.device) if train_opt.get('kd_opt') else None
-        self.cri_feat = build_loss(train_opt['feature_opt']).to(self.device) if train_opt.get('feature_opt') else None
+        self.cri_feat = None
+        if train_opt.get('feature_opt'):  # a FeatureLoss: uses_adapter, needs_degraded_features, validate_batch_size
+            self.cri_feat = check_feature_loss(build_loss(train_opt['feature_opt'])).to(self.device)
         self.gate = AdaptiveGate(**(self.distill_opt.get('gate') or {}))
         self.student_runtime = StudentRuntime(train_opt, self.device)  # train.amp, compile, ...: checked here
         resume = self._read_resume_record()
@@ -102,7 +105,7 @@ class FACDModel(SRModel):
         if self.cri_feat is not None:
             self._build_taps_and_adapters()
             self.cri_feat.validate_batch_size(self._batch_size())
-            if getattr(self.cri_feat, 'needs_degraded_features', False) and int(self.opt.get('scale', 1)) < 2:
+            if self.cri_feat.needs_degraded_features and int(self.opt.get('scale', 1)) < 2:
                 raise ValueError(f'train.feature_opt negatives: degraded needs scale >= 2 (a bicubic round trip by '
                                  f'the scale), got scale {self.opt.get("scale")}')
         else:
@@ -175,7 +178,7 @@ class FACDModel(SRModel):
             if ft.shape[-2:] != fs.shape[-2:]:
                 raise ValueError(f'tap {j}: teacher {teacher_paths[j]} gives {tuple(ft.shape[-2:])} maps but student '
                                  f'{student_paths[j]} gives {tuple(fs.shape[-2:])}; taps must share a spatial size')
-        if not getattr(self.cri_feat, 'uses_adapter', True):
+        if not self.cri_feat.uses_adapter:
             return
         adapter_opt = dict(self.distill_opt.get('adapter') or DEFAULT_ADAPTER)
         adapters = []
@@ -287,10 +290,9 @@ class FACDModel(SRModel):
         feats_s = self.student_taps.pop()
         if self.net_adapter is not None:
             feats_s = self.net_adapter(feats_s)
-        extra = {}
-        if getattr(self.cri_feat, 'needs_degraded_features', False):
-            extra['negative_feats'] = self._degraded_teacher_features()
-        l_feat, terms = self.cri_feat(feats_s, feats_t, weight=None if self.gate.always_on else gate, **extra)
+        negatives = self._degraded_teacher_features() if self.cri_feat.needs_degraded_features else None
+        l_feat, terms = self.cri_feat(feats_s, feats_t, weight=None if self.gate.always_on else gate,
+                                      negative_feats=negatives)
         renamed: Dict[str, torch.Tensor] = OrderedDict()
         for key, value in terms.items():
             renamed[f'l_feat_{key}' if key.startswith('tap') else key] = value
