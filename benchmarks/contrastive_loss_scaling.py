@@ -79,8 +79,8 @@ def make_case(variant: str, k: int) -> Callable[[Tensor, Tensor], Tensor]:
     """The loss of one table row as a function of (student, teacher) maps."""
     if variant == 'naive-l1':
         return lambda a, t: naive_ratio_l1(a, t, k)
-    form, distance = ('infonce', 'l1') if variant == 'infonce' else variant.split('-')
-    loss_fn = FACDContrastiveLoss(form=form, distance=distance, num_negatives=k)
+    form_keys = {'form': 'infonce'} if variant == 'infonce' else dict(zip(('form', 'distance'), variant.split('-')))
+    loss_fn = FACDContrastiveLoss(num_negatives=k, **form_keys)
     return lambda a, t: loss_fn([a], [t])[0]
 
 

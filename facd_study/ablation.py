@@ -10,22 +10,68 @@ import os.path as osp
 from dataclasses import dataclass, field
 from typing import Dict, List, Mapping, Optional, Sequence
 
+import torch
+from basicsr.archs import build_network
+
 from facd_basicsr.tools.bicubic import bicubic_upscale
 from facd_basicsr.tools.common import load_network
-from facd_study.demo_data import build_demo_sets
+from facd_study.demo_data import TRAIN_PHOTOS, build_demo_sets
 from facd_study.experiment import (DELETE, REPO_ROOT, TrainJob, is_trained, latest_weights, load_options, run_jobs,
                                    with_overrides)
 from facd_study.scoring import (format_mean_std, markdown_table, mean_scores, read_pairs, score_outputs, seed_values,
                                 split_scores)
+from facd_study.teacher_slice import sliced_state
 
-BASES = {
-    'scratch': osp.join(REPO_ROOT, 'options', 'demo', 'train_scratch_demo_x2.yml'),
-    'facd': osp.join(REPO_ROOT, 'options', 'demo', 'train_FACD_demo_x2.yml'),
-}
-TEACHER_OPTIONS = osp.join(REPO_ROOT, 'options', 'demo', 'train_teacher_demo_x2.yml')
-DATA = 'datasets/facd_demo'
 SPLITS = ('select', 'report')
 ALWAYS = {'distill.gate': {'mode': 'always'}}
+
+
+@dataclass(frozen=True)
+class StudyScale:
+    """One scale of the study: its option files, its data set and the labels of its networks.
+
+    Attributes:
+        name (str): 'x2' (the tiny scale of make demo / make mini-table) or 'x4' (the second, larger scale).
+        scale (int): SR factor.
+        data (str): data folder written by :func:`facd_study.demo_data.build_demo_sets`.
+        bases (dict): 'scratch' and 'facd' -> option file of the rows' base runs.
+        teacher_options (str): option file of the teacher.
+        train_photos (tuple): the photos tiled for training (select and report photos are never trained on).
+        tile (int): GT tile side in px. max_side (int): training photos are shrunk to this longer side first.
+        student (str), teacher (str): network labels for the tables.
+    """
+    name: str
+    scale: int
+    data: str
+    bases: Mapping[str, str]
+    teacher_options: str
+    train_photos: tuple
+    tile: int
+    max_side: int
+    student: str
+    teacher: str
+
+    def build_data(self) -> Dict[str, str]:
+        """Build (or reuse) this scale's train / select / report sets."""
+        return build_demo_sets(self.data, self.scale, self.tile, self.train_photos, self.max_side)
+
+
+def _options(folder: str, name: str) -> str:
+    return osp.join(REPO_ROOT, 'options', folder, name)
+
+
+TINY = StudyScale('x2', 2, 'datasets/facd_demo',
+                  {'scratch': _options('demo', 'train_scratch_demo_x2.yml'),
+                   'facd': _options('demo', 'train_FACD_demo_x2.yml')},
+                  _options('demo', 'train_teacher_demo_x2.yml'), TRAIN_PHOTOS, 96, 640, 'EDSR 2x16, x2', 'EDSR 8x16')
+# x4 trains on every colour photo our dependencies ship except the select and report photos: the demo's five plus
+# matplotlib's grace_hopper; GT tiles of 192 px (LR 48) hold the 96 px random crops of the option files
+X4 = StudyScale('x4', 4, 'datasets/facd_study_x4',
+                {'scratch': _options('study_x4', 'train_scratch_study_x4.yml'),
+                 'facd': _options('study_x4', 'train_FACD_study_x4.yml')},
+                _options('study_x4', 'train_teacher_study_x4.yml'), TRAIN_PHOTOS + ('grace_hopper', ), 192, 1024,
+                'EDSR 4x32, x4', 'EDSR 16x48')
+SCALES = {scale.name: scale for scale in (TINY, X4)}
 
 
 @dataclass
@@ -35,20 +81,23 @@ class Row:
     Attributes:
         key (str): short id, part of the run names (letters, digits, underscores).
         label (str): text of the table row.
-        base (str): 'scratch' or 'facd' (a key of :data:`BASES`).
+        base (str): 'scratch' or 'facd' (a key of ``scale.bases``).
         overrides (dict): dotted key -> value applied to the base options (see ``with_overrides``).
+        scale (StudyScale): the study scale whose option files and data the row uses. Default: :data:`TINY`.
     """
     key: str
     label: str
     base: str
     overrides: Dict = field(default_factory=dict)
+    scale: StudyScale = TINY
 
     def options(self, seed: int, prefix: str) -> dict:
         """Complete options of this row's run with ``seed``, named ``{prefix}_{key}_s{seed}``."""
-        if self.base not in BASES:
-            raise ValueError(f'row {self.key}: base {self.base!r} is not one of {", ".join(BASES)}')
+        bases = self.scale.bases
+        if self.base not in bases:
+            raise ValueError(f'row {self.key}: base {self.base!r} is not one of {", ".join(bases)}')
         extra = {'name': f'{prefix}_{self.key}_s{seed}', 'manual_seed': seed}
-        return with_overrides(load_options(BASES[self.base]), dict(self.overrides, **extra))
+        return with_overrides(load_options(bases[self.base]), dict(self.overrides, **extra))
 
     @property
     def needs_teacher(self) -> bool:
@@ -56,29 +105,39 @@ class Row:
 
     def command(self, script: str, seeds: Sequence[int]) -> str:
         """The shell command that reproduces this row."""
-        return f'python {script} --rows {self.key} --seeds {" ".join(str(s) for s in seeds)}'
+        scale = '' if self.scale is TINY else f' --scale {self.scale.name}'
+        return f'python {script}{scale} --rows {self.key} --seeds {" ".join(str(s) for s in seeds)}'
 
 
-def teacher_weights() -> str:
-    return latest_weights(load_options(TEACHER_OPTIONS)['name'])
+def teacher_weights(scale: StudyScale = TINY) -> str:
+    return latest_weights(load_options(scale.teacher_options)['name'])
 
 
-def feature_row(key: str, label: str, feature_opt: Mapping, gate: Mapping = None) -> Row:
+def feature_row(key: str, label: str, feature_opt: Mapping, gate: Mapping = None, scale: StudyScale = TINY) -> Row:
     """A FACDModel row whose feature loss is ``feature_opt`` (gate 'always' unless ``gate`` is given)."""
     overrides = {'train.feature_opt': dict(feature_opt), 'distill.gate': dict(gate or {'mode': 'always'})}
-    return Row(key, label, 'facd', overrides)
+    return Row(key, label, 'facd', overrides, scale)
 
 
-def baseline_rows() -> List[Row]:
+def baseline_rows(scale: StudyScale = TINY) -> List[Row]:
     """Scratch, teacher-initialised scratch, and output KD only (no feature term, no gate)."""
     return [
-        Row('scratch', 'student from scratch (L1 to GT)', 'scratch'),
+        Row('scratch', 'student from scratch (L1 to GT)', 'scratch', scale=scale),
         Row('tinit', 'student initialised from the teacher (L1 to GT)', 'scratch', {
-            'path.pretrain_network_g': teacher_weights(),
+            'path.pretrain_network_g': teacher_weights(scale),
             'path.strict_load_g': False
-        }),
-        Row('kd', 'output KD (0.5 L1 GT + 0.5 L1 teacher)', 'facd', dict(ALWAYS, **{'train.feature_opt': DELETE})),
+        }, scale),
+        Row('kd', 'output KD (0.5 L1 GT + 0.5 L1 teacher)', 'facd', dict(ALWAYS, **{'train.feature_opt': DELETE}),
+            scale),
     ]
+
+
+def common_scale(rows: Sequence[Row]) -> StudyScale:
+    """The one study scale of ``rows`` (a table never mixes scales)."""
+    scales = {row.scale.name for row in rows}
+    if len(scales) != 1:
+        raise ValueError(f'rows of several study scales {sorted(scales)} cannot share a table')
+    return rows[0].scale
 
 
 def train_rows(rows: Sequence[Row], seeds: Sequence[int], prefix: str, out: str, parallel: int) -> None:
@@ -87,10 +146,14 @@ def train_rows(rows: Sequence[Row], seeds: Sequence[int], prefix: str, out: str,
     When the teacher is missing it is trained first, and the runs that need no teacher (scratch) use the other
     slots meanwhile.
     """
-    build_demo_sets(DATA)
+    scale = common_scale(rows)
+    scale.build_data()
+    sliced = sliced_teacher_weights(scale)
+    if any(row.overrides.get('path.pretrain_network_g') == sliced for row in rows) and not osp.isfile(sliced):
+        write_sliced_teacher(scale)
     jobs, teacher_name = [], ''
-    if any(row.needs_teacher for row in rows) and not osp.isfile(teacher_weights()):
-        teacher = load_options(TEACHER_OPTIONS)
+    if any(row.needs_teacher for row in rows) and not osp.isfile(teacher_weights(scale)):
+        teacher = load_options(scale.teacher_options)
         jobs.append(TrainJob(teacher, f'{out}/options/teacher.yml', f'{out}/logs/teacher.log', 'teacher'))
         teacher_name = teacher['name']
     for seed in seeds:  # seed-major: an interrupted study has every row at the first seeds
@@ -144,7 +207,8 @@ def score_run(opt: dict, out: str, pairs: Mapping[str, Mapping]) -> dict:
 
 def score_rows(rows: Sequence[Row], seeds: Sequence[int], prefix: str, out: str) -> Dict[str, List[dict]]:
     """``{row.key: [record per seed]}`` for every finished run of the current options (others are skipped)."""
-    pairs = {split: read_pairs(osp.join(DATA, split), 2) for split in SPLITS}
+    scale = common_scale(rows)
+    pairs = {split: read_pairs(osp.join(scale.data, split), scale.scale) for split in SPLITS}
     records = {}
     for row in rows:
         opts = [row.options(seed, prefix) for seed in seeds]
@@ -183,7 +247,7 @@ def results_table(rows: Sequence[Row], records: Mapping[str, List[dict]], refere
         reference_keys (Sequence[str]): rows to which paired (same seed) PSNR deltas are given. Default: scratch.
         script (str | None): with a script path, a last column holds the command that reproduces the row.
     """
-    header = ['student (EDSR 2x16, x2)', 'n']
+    header = [f'student ({common_scale(rows).student})', 'n']
     for split in SPLITS:
         header += [f'{split} PSNR-Y', f'{split} SSIM-Y'] + [f'Δ{split} vs {key}' for key in reference_keys]
     header.append('gate on (last log)')
@@ -199,19 +263,20 @@ def results_table(rows: Sequence[Row], records: Mapping[str, List[dict]], refere
     return markdown_table(header + (['reproduce'] if script else []), lines)
 
 
-def reference_scores() -> Dict[str, Dict[str, float]]:
+def reference_scores(scale: StudyScale = TINY) -> Dict[str, Dict[str, float]]:
     """Mean scores of bicubic and (once trained) of the teacher per split: ``{'bicubic': {'select_psnr': ...}}``."""
     result = {'bicubic': {}, 'teacher': {}}
-    if not osp.isfile(teacher_weights()):
+    s = scale.scale
+    if not osp.isfile(teacher_weights(scale)):
         del result['teacher']
     else:
-        teacher = load_network(load_options(TEACHER_OPTIONS)['network_g'], teacher_weights())
+        teacher = load_network(load_options(scale.teacher_options)['network_g'], teacher_weights(scale))
     for split in SPLITS:
-        pairs = read_pairs(osp.join(DATA, split), 2)
-        bicubic = {stem: bicubic_upscale(lr, 2) for stem, (lr, _) in pairs.items()}
-        per_method = {'bicubic': score_outputs(bicubic, pairs, 2)}
+        pairs = read_pairs(osp.join(scale.data, split), s)
+        bicubic = {stem: bicubic_upscale(lr, s) for stem, (lr, _) in pairs.items()}
+        per_method = {'bicubic': score_outputs(bicubic, pairs, s)}
         if 'teacher' in result:
-            per_method['teacher'] = split_scores(teacher, pairs, 2)[0]
+            per_method['teacher'] = split_scores(teacher, pairs, s)[0]
         for name, scores in per_method.items():
             for metric, value in mean_scores(scores).items():
                 result[name][f'{split}_{metric}'] = value
@@ -225,4 +290,25 @@ def report_markdown(title: str, intro: str, rows: Sequence[Row], records: Mappin
     ref_lines = [f'- {name}: ' + ', '.join(f'{key} {value:.4f}' for key, value in scores.items())
                  for name, scores in references.items()]
     return (f'## {title}\n\n{intro}\n\n' + results_table(rows, records, reference_keys, script) +
-            '\nReferences (bicubic, teacher EDSR 8x16):\n\n' + '\n'.join(ref_lines) + '\n')
+            f'\nReferences (bicubic, teacher {common_scale(rows).teacher}):\n\n' + '\n'.join(ref_lines) + '\n')
+
+
+def sliced_teacher_weights(scale: StudyScale) -> str:
+    """Where the x4 'tinit' row's student initialisation (slices of the trained teacher) is written."""
+    return osp.join(osp.dirname(teacher_weights(scale)), 'net_g_sliced_for_student.pth')
+
+
+def write_sliced_teacher(scale: StudyScale) -> str:
+    """Cut the student's initial weights out of the trained teacher of ``scale`` (see facd_study/teacher_slice.py)."""
+    path = sliced_teacher_weights(scale)
+    if not osp.isfile(teacher_weights(scale)):
+        raise FileNotFoundError(f'{teacher_weights(scale)} is missing: train the teacher first '
+                                f'(python scripts/study.py --scale {scale.name} --teacher)')
+    teacher_opt = load_options(scale.teacher_options)['network_g']
+    student_opt = load_options(scale.bases['scratch'])['network_g']
+    teacher_state = torch.load(teacher_weights(scale), map_location='cpu', weights_only=True)['params']
+    student_state = build_network(dict(student_opt)).state_dict()
+    state = sliced_state(teacher_state, student_state, teacher_opt['num_block'], student_opt['num_block'],
+                         teacher_opt.get('res_scale', 1) / student_opt.get('res_scale', 1))
+    torch.save({'params': state}, path)
+    return path

@@ -97,20 +97,23 @@ def demo_sets_exist(root: str, scale: int = 2) -> bool:
         for sub in ('gt.lmdb', f'lq_x{scale}.lmdb'))
 
 
-def build_demo_sets(root: str, scale: int = 2, tile: int = 96) -> Dict[str, str]:
+def build_demo_sets(root: str, scale: int = 2, tile: int = 96, train_photos: Sequence[str] = TRAIN_PHOTOS,
+                    max_side: int = 640) -> Dict[str, str]:
     """Build (or reuse) the train / select / report sets under ``root``; returns ``{split: folder}``.
 
     Args:
         root (str): output folder, e.g. ``datasets/facd_demo``.
         scale (int): SR factor. Default: 2.
         tile (int): GT training tile side in px. Default: 96.
+        train_photos (Sequence[str]): photos tiled for training. Default: :data:`TRAIN_PHOTOS`.
+        max_side (int): training photos are first shrunk to this longer side. Default: 640.
     """
     folders = {split: osp.join(root, split) for split in SPLITS}
     if demo_sets_exist(root, scale):
         return folders
     for folder in folders.values():  # an interrupted build leaves LMDBs without meta_info: start again
         shutil.rmtree(folder, ignore_errors=True)
-    build_train_tiles(folders['train'], TRAIN_PHOTOS, scale, tile)
+    build_train_tiles(folders['train'], train_photos, scale, tile, max_side)
     build_whole_photos(folders['select'], SELECT_PHOTOS, scale)
     build_whole_photos(folders['report'], REPORT_PHOTOS, scale)
     return folders

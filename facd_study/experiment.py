@@ -10,6 +10,7 @@ import copy
 import os
 import os.path as osp
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -120,8 +121,16 @@ class TrainJob:
 
 
 def train_command(opt_path: str) -> List[str]:
-    """The command line that trains one option file with our entry point."""
-    return [sys.executable, TRAIN_ENTRY, '-opt', opt_path]
+    """The command line that trains one option file with our entry point; it continues from the run's last
+    training state when there is one (option files that save checkpoints can be stopped and started again)."""
+    return [sys.executable, TRAIN_ENTRY, '-opt', opt_path, '--auto_resume']
+
+
+def forget_other_states(job: 'TrainJob', root: str) -> None:
+    """Delete the run's training states when its last start used other options: a resume must continue the same
+    run. The option file of the last start is ``job.opt_path`` as it was written then."""
+    if osp.isfile(job.opt_path) and load_options(job.opt_path) != _plain(job.opt):
+        shutil.rmtree(osp.join(root, 'experiments', job.name, 'training_states'), ignore_errors=True)
 
 
 def last_logged_iter(log_path: str) -> int:
@@ -134,6 +143,7 @@ def last_logged_iter(log_path: str) -> int:
 
 
 def _start(job: TrainJob, root: str, threads: int) -> None:
+    forget_other_states(job, root)
     write_options(job.opt, job.opt_path)
     os.makedirs(osp.dirname(osp.abspath(job.log_path)), exist_ok=True)
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))

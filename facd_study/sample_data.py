@@ -15,9 +15,11 @@ from basicsr.utils.lmdb_util import make_lmdb_from_imgs
 
 from facd_basicsr.tools.bicubic import bicubic_lr
 
-# Colour photographs bundled in the scikit-image wheel (loader name -> stem used as file name / LMDB key).
+# Every colour photograph bundled in a package we install (loader name = stem used as file name / LMDB key): the
+# scikit-image wheel's, and matplotlib's one sample photo. (skimage's colorwheel and logo, and matplotlib's other
+# sample images, are drawings or icons, not photos; the other skimage images are grey or need a download.)
 PHOTOS = ('astronaut', 'chelsea', 'coffee', 'rocket', 'hubble_deep_field', 'immunohistochemistry', 'retina',
-          'motorcycle_left', 'motorcycle_right')
+          'motorcycle_left', 'motorcycle_right', 'grace_hopper')
 
 # The small x2 set of the tests and the tiny option files: datasets/sample/{train,val}.
 SAMPLE_TRAIN = ('astronaut', 'chelsea', 'coffee', 'rocket')
@@ -27,6 +29,9 @@ SAMPLE_VAL = ('hubble_deep_field', 'immunohistochemistry')
 def load_photo(name: str) -> np.ndarray:
     """One bundled scikit-image photo as a uint8 BGR array of shape (H, W, 3)."""
     from skimage import data
+    if name == 'grace_hopper':
+        from matplotlib import cbook
+        return np.ascontiguousarray(cv2.imread(cbook.get_sample_data('grace_hopper.jpg', asfileobj=False)))
     if name in ('motorcycle_left', 'motorcycle_right'):
         left, right, _ = data.stereo_motorcycle()
         rgb = left if name == 'motorcycle_left' else right

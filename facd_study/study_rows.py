@@ -6,7 +6,7 @@ base option file changes, the stored options differ and the run is trained again
 """
 from typing import Dict, Mapping, Optional
 
-from facd_study.ablation import ALWAYS, Row, baseline_rows, feature_row
+from facd_study.ablation import ALWAYS, TINY, X4, Row, StudyScale, baseline_rows, feature_row, sliced_teacher_weights
 from facd_study.experiment import DELETE
 
 PREFIX = 'abl'
@@ -20,9 +20,9 @@ def tag(weight: float) -> str:
     return f'{mantissa}e{int(exponent)}'
 
 
-def fd_row(weight: float, criterion: str = 'l1') -> Row:
+def fd_row(weight: float, criterion: str = 'l1', scale: StudyScale = TINY) -> Row:
     return feature_row(f'fd_{criterion}_w{tag(weight)}', f'output KD + conventional FD ({criterion}), w {weight:g}',
-                       {'type': 'FeatureDistillLoss', 'loss_weight': weight, 'criterion': criterion})
+                       {'type': 'FeatureDistillLoss', 'loss_weight': weight, 'criterion': criterion}, scale=scale)
 
 
 def fakd_row(weight: float) -> Row:
@@ -31,25 +31,35 @@ def fakd_row(weight: float) -> Row:
 
 
 def gate_name(gate: Optional[Mapping]) -> str:
-    """'always', 'teacher_better' (margin 0), 'teacher_better_m0.5' or 'top0.5' (fraction)."""
+    """'always', 'teacher_better' (margin 0), 'teacher_better_m0.5', 'top0.5' (fraction), 'ramp0_2' (margin,
+    width) or 'textured8' (min_std)."""
     if gate is None or gate['mode'] == 'always':
         return 'always'
     if gate['mode'] == 'top_fraction':
         return f'top{gate["fraction"]:g}'
+    if gate['mode'] == 'advantage_ramp':
+        return f'ramp{gate.get("margin", 0.):g}_{gate.get("width", 1.):g}'
+    if gate['mode'] == 'textured':
+        return f'textured{gate.get("min_std", 10.):g}'
     margin = gate.get('margin', 0.)
     return 'teacher_better' if margin == 0 else f'teacher_better_m{margin:g}'
 
 
-def facd_row(weight: float, gate: Optional[Mapping] = None, suffix: str = '', note: str = '', **loss) -> Row:
+def facd_row(weight: float, gate: Optional[Mapping] = None, suffix: str = '', note: str = '',
+             scale: StudyScale = TINY, **loss) -> Row:
     """An output KD + FACD contrastive row; ``loss`` overrides :data:`FACD_LOSS`; gate 'always' unless given."""
     opt = dict(FACD_LOSS, loss_weight=weight, **loss)
+    # FACDContrastiveLoss refuses keys its setting does not read: distance and normalize under InfoNCE, normalize
+    # under the cosine distance (the run keys and labels still name them)
+    unread = ('distance', 'normalize') if opt['form'] == 'infonce' else ()
+    unread += ('normalize', ) if opt['distance'] == 'cosine' else ()
     gate_tag = gate_name(gate)
     key = f'facd_{opt["distance"]}_w{tag(weight)}{suffix}_{gate_tag}'
     if opt['form'] == 'infonce':
         key = f'facd_infonce_t{tag(opt.get("temperature", 0.1))}_w{tag(weight)}{suffix}_{gate_tag}'
     form = f'InfoNCE tau {opt.get("temperature", 0.1):g}' if opt['form'] == 'infonce' else f'ratio-{opt["distance"]}'
     label = f'output KD + FACD {form}{note}, w {weight:g}, gate {gate_tag}'
-    return feature_row(key, label, opt, gate)
+    return feature_row(key, label, {k: v for k, v in opt.items() if k not in unread}, gate, scale)
 
 
 def knob_rows(weight: float) -> list:
@@ -150,4 +160,43 @@ GROUPS = {
     'budget': ('scratch', 'tinit') + _keys(budget_rows()),
     'long': ('scratch_it3000', ) + _keys(long_rows()),
     'taps': ('scratch', 'kd', 'fd_l1_w1e-2', f'facd_l1_w{tag(KNOB_WEIGHT)}_always') + _keys(tap_rows()),
+}
+
+
+# ---------------------------------------------------------------------------------------------- the x4 scale
+X4_PREFIX = 'x4'
+GATE_LOG = {'distill.gate_log': True}  # every distilling x4 run logs the gate's share and the teacher's advantage
+X4_WEIGHTS = {'fd': (1e-4, 3e-4, 1e-3), 'facd': (1e-1, 3e-1, 1.)}
+SHIPPED_GATE = {'mode': 'teacher_better', 'margin': 0.}
+# adaptive gates that select at this scale; their parameters are read off the teacher-advantage distribution that
+# the x4 KD row logs (docs/ablation.md, second scale)
+X4_GATES = ({'mode': 'advantage_ramp', 'margin': 0., 'width': 2.}, {'mode': 'textured', 'min_std': 20.})
+
+
+def logged(row: Row) -> Row:
+    return Row(row.key, row.label, row.base, dict(row.overrides, **GATE_LOG), row.scale)
+
+
+def x4_registry() -> Dict[str, Row]:
+    """Every row of the x4 scale by key (runs ``x4_<key>_s<seed>``)."""
+    scratch, _, kd = baseline_rows(X4)  # no tensor shape is shared: the teacher-init row loads teacher slices
+    tinit = Row('tinit', 'student initialised from slices of the teacher (L1 to GT)', 'scratch', {
+        'path.pretrain_network_g': sliced_teacher_weights(X4),
+        'path.strict_load_g': True
+    }, X4)
+    rows = [scratch, tinit, logged(kd)]
+    rows += [logged(fd_row(w, 'l2', X4)) for w in X4_WEIGHTS['fd']]
+    rows += [logged(facd_row(w, SHIPPED_GATE, scale=X4, distance='l2')) for w in X4_WEIGHTS['facd']]
+    rows += [logged(facd_row(3e-1, scale=X4, distance='l2'))]  # FACD without the gate
+    rows += [logged(facd_row(3e-1, gate, scale=X4, distance='l2')) for gate in X4_GATES]
+    return {row.key: row for row in rows}
+
+
+X4_GROUPS = {
+    'x4_baselines': ('scratch', 'tinit', 'kd'),
+    'x4_fd': ('scratch', 'kd') + tuple(f'fd_l2_w{tag(w)}' for w in X4_WEIGHTS['fd']),
+    'x4_facd': ('scratch', 'kd') + tuple(f'facd_l2_w{tag(w)}_teacher_better' for w in X4_WEIGHTS['facd']) +
+    ('facd_l2_w3e-1_always', ),
+    'x4_gate': ('kd', 'facd_l2_w3e-1_always', 'facd_l2_w3e-1_teacher_better') + tuple(
+        f'facd_l2_w3e-1_{gate_name(g)}' for g in X4_GATES),
 }

@@ -4,9 +4,14 @@ Same machinery and runs as make mini-table (rows of facd_study/study_rows.py, ru
 every row trains the EDSR 2x16 student with the same data, batch, iterations and schedule. Choose on the SELECT
 photos only; the REPORT photos are the held-out check. Writes results/study/<group>.md; stop it any time.
 
+Two scales: x2 (default; EDSR 2x16 from 8x16, 1500 iterations) and x4 (EDSR 4x32 from 16x48, 5000 iterations,
+runs x4_<row>_s<seed>, checkpoints every 1000 iterations so that an interrupted run continues where it stopped).
+
 Usage (from the repository root):
     python scripts/study.py --group weights [--seeds 0 1 2] [--parallel 2]
     python scripts/study.py --rows fd_l1_w1e-1 facd_l1_w1e-2_always --seeds 0 1 2
+    python scripts/study.py --scale x4 --teacher            # train (or continue) the x4 teacher, print its scores
+    python scripts/study.py --scale x4 --group x4_baselines --versus scratch kd
 """
 import argparse
 import os
@@ -17,15 +22,18 @@ import time
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
 import facd_basicsr  # noqa: E402,F401  (compat alias before basicsr)
-from facd_study.ablation import reference_scores, report_markdown, score_rows, train_rows  # noqa: E402
-from facd_study.study_rows import GROUPS, PREFIX, registry  # noqa: E402
+from facd_study.ablation import SCALES, reference_scores, report_markdown, score_rows, train_rows  # noqa: E402
+from facd_study.experiment import TrainJob, load_options, run_jobs  # noqa: E402
+from facd_study.study_rows import GROUPS, PREFIX, X4_GROUPS, X4_PREFIX, registry, x4_registry  # noqa: E402
 
 OUT = 'results/study'
 
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument('--group', choices=sorted(GROUPS), help='a named group of rows')
+    parser.add_argument('--scale', choices=sorted(SCALES), default='x2', help='study scale (default x2)')
+    parser.add_argument('--group', choices=sorted(GROUPS) + sorted(X4_GROUPS), help='a named group of rows')
+    parser.add_argument('--teacher', action='store_true', help='only train the scale\'s teacher and score it')
     parser.add_argument('--rows', nargs='+', default=[], help='row keys (added to the group)')
     parser.add_argument('--seeds', type=int, nargs='+', default=[0, 1, 2])
     parser.add_argument('--parallel', type=int, default=2, help='runs at once (default 2: one per core)')
@@ -35,25 +43,44 @@ def parse_args() -> argparse.Namespace:
     return parser.parse_args()
 
 
+def train_teacher(scale) -> None:
+    """Train (or continue) the teacher of ``scale`` alone and print bicubic / teacher scores on both splits."""
+    scale.build_data()
+    teacher = load_options(scale.teacher_options)
+    out = f'{OUT}/{scale.name}'
+    run_jobs([TrainJob(teacher, f'{out}/options/teacher.yml', f'{out}/logs/teacher.log', 'teacher')])
+    for name, scores in reference_scores(scale).items():
+        print(name, ', '.join(f'{key} {value:.4f}' for key, value in scores.items()))
+
+
 def main() -> None:
     args = parse_args()
     start = time.time()
-    table = registry()
-    keys = list(GROUPS.get(args.group, ())) + [key for key in args.rows if key not in GROUPS.get(args.group, ())]
+    scale = SCALES[args.scale]
+    if args.teacher:
+        return train_teacher(scale)
+    if scale.name == 'x4':
+        table, groups, prefix = x4_registry(), X4_GROUPS, X4_PREFIX
+    else:
+        table, groups, prefix = registry(), GROUPS, PREFIX
+    if args.group and args.group not in groups:
+        raise KeyError(f'group {args.group} is not a group of scale {scale.name}: {", ".join(groups)}')
+    keys = list(groups.get(args.group, ())) + [key for key in args.rows if key not in groups.get(args.group, ())]
     unknown = [key for key in keys if key not in table]
     if unknown or not keys:
         raise KeyError(f'unknown or no row(s) {unknown}. Known: {", ".join(table)}')
     rows = [table[key] for key in keys]
     if not args.score_only:
-        train_rows(rows, args.seeds, PREFIX, OUT, args.parallel)
+        train_rows(rows, args.seeds, prefix, OUT, args.parallel)
     versus = [table[key] for key in args.versus if key in table and key not in keys]
-    records = score_rows(rows + versus, args.seeds, PREFIX, OUT)
-    intro = (f'Seeds {args.seeds}; PSNR/SSIM on the Y channel, crop 2, mean ± sample std over seeds; Δ = paired '
-             'PSNR difference to the run of the named row with the same seed (same initialisation and data order).')
-    text = report_markdown(f'FACD study: {args.group or "selected rows"}', intro, rows, records, reference_scores(),
-                           'scripts/study.py', args.versus)
+    records = score_rows(rows + versus, args.seeds, prefix, OUT)
+    intro = (f'Seeds {args.seeds}; PSNR/SSIM on the Y channel, crop {scale.scale}, mean ± sample std over seeds; '
+             'Δ = paired PSNR difference to the run of the named row with the same seed (same initialisation and '
+             'data order).')
+    title = f'FACD study ({scale.name}): {args.group or "selected rows"}'
+    text = report_markdown(title, intro, rows, records, reference_scores(scale), 'scripts/study.py', args.versus)
     os.makedirs(OUT, exist_ok=True)
-    path = osp.join(OUT, f'{args.group or "rows"}.md')
+    path = osp.join(OUT, f'{args.group or ("rows" if scale.name == "x2" else "x4_rows")}.md')
     with open(path, 'w') as f:
         f.write(text)
     print(text)

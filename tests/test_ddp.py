@@ -59,6 +59,10 @@ class GateRecorder:
     def always_on(self):
         return self.gate.always_on
 
+    @property
+    def advantage(self):
+        return self.gate.advantage
+
     def __call__(self, *args):
         gate = self.gate(*args)
         self.seen.append(gate.clone())

@@ -67,7 +67,7 @@ def test_the_installed_package_holds_no_harness():
 
 
 # paths of a BasicSR checkout that the docs tell users to run there
-BASICSR_PATHS = {'scripts/download_pretrained_models.py'}
+BASICSR_PATHS = {'scripts/download_pretrained_models.py', 'scripts/data_preparation/extract_subimages.py'}
 PATH_RE = re.compile(r'(?<![\w/.-])((?:scripts|facd_basicsr|facd_study|benchmarks|docs|tests)/[\w./{},*<>-]*)')
 
 
