@@ -1,5 +1,6 @@
 """Official EDSR / RCAN -> BasicSR conversion: same function after conversion, every key accounted for."""
 import hashlib
+import io
 import os
 import os.path as osp
 
@@ -161,7 +162,9 @@ def test_cli_refuses_overwrite_wrong_scale_and_basicsr_files(tmp_path, capsys):
 
 
 def test_checksum_ok_mismatch_unknown_missing(tmp_path, capsys):
-    payload = b'not really a checkpoint, but real bytes on disk\n'
+    buffer = io.BytesIO()
+    torch.save({'params': {'w': torch.arange(4.)}}, buffer)  # a small real checkpoint (facd-checksum loads it)
+    payload = buffer.getvalue()
     prefix = hashlib.sha256(payload).hexdigest()[:8]
     good = tmp_path / f'my_teacher-{prefix}.pth'  # follows the BasicSR zoo naming convention
     zoo = tmp_path / 'EDSR_Lx4_f256b32_DIV2K_official-76ee1c8f.pth'  # in the table, wrong bytes
@@ -181,7 +184,7 @@ def test_checksum_ok_mismatch_unknown_missing(tmp_path, capsys):
 
 def test_checksum_script_subprocess_and_table(tmp_path):
     zoo = tmp_path / 'EDSR_Lx2_f256b32_DIV2K_official-be38e77d.pth'
-    zoo.write_bytes(b'x')
+    torch.save({'params': {}}, zoo)
     proc = run_python(['-m', 'facd_basicsr.tools.checksum', str(zoo)], cwd=tmp_path)
     assert proc.returncode == 1 and proc.stdout.startswith('MISMATCH'), proc.stdout + proc.stderr
     entry = find_teacher_file(str(zoo))

@@ -1,34 +1,140 @@
-"""Strict checkpoint loading for the teacher, and a fingerprint of its weights.
+"""The package's one checkpoint reader and writer: safe loading, strict state dicts, atomic saves, a fingerprint.
 
-BasicSR's ``load_network`` silently falls back from a missing param key to ``params``; for the teacher a wrong key
-means a wrong teacher, so here every mismatch is an error naming the option and the keys.
+* :func:`safe_torch_load` is the only ``torch.load`` of the package: always ``weights_only=True`` (a pickle that
+  would run code is refused, never executed), and every failure (missing, truncated, random bytes, a zip that is not
+  a torch file, a refused global) is one :class:`CheckpointError` naming the file and the option that named it.
+* :func:`read_state_dict` / :func:`load_strictly`: BasicSR's ``load_network`` silently falls back from a missing
+  param key to ``params``; for the teacher a wrong key means a wrong teacher, so here every mismatch is an error
+  naming the option and the keys.
+* :func:`atomic_torch_save`: a temporary file, fsync, ``os.replace``: a killed run or a full disk never leaves a
+  half-written file under the final name (BasicSR's ``save_network`` writes in place and ignores write errors).
 """
+import collections
+import contextlib
 import hashlib
+import io
+import os
 import os.path as osp
-from typing import Dict
+import warnings
+import zipfile
+from typing import Any, Dict, Iterable, Optional
 
 import torch
 from torch import nn
 
+# Globals a BasicSR training state holds besides tensors and builtins: MultiStepLR's milestones are a Counter
+# (allowed by default since torch 2.5; listed for older versions).
+STATE_SAFE_GLOBALS = (collections.Counter, )
 
-def read_state_dict(path: str, param_key: str, option: str) -> Dict[str, torch.Tensor]:
+
+class CheckpointError(ValueError):
+    """A checkpoint file that cannot be loaded safely (corrupt, truncated, not a torch file, or code in a pickle)."""
+
+
+class CheckpointWriteError(OSError):
+    """A checkpoint that could not be written (full disk, file-size limit ...); the final name was not touched."""
+
+
+def _reason(path: str, err: Exception) -> str:
+    """A one-line reason why ``torch.load(path)`` failed, from the file's first bytes and torch's message."""
+    text = str(err)
+    first = (text.splitlines() or [type(err).__name__])[0]
+    if 'Unsupported global' in text:
+        detail = next(line.strip() for line in text.splitlines() if 'Unsupported global' in line).split('. ')[0]
+        return (f'it holds a pickled object that is not plain weights ({detail}); it was refused, not unpickled '
+                '(weights_only=True). Do not trust this file')
+    with open(path, 'rb') as f:
+        magic = f.read(4)
+    if not magic:
+        return 'the file is empty'
+    if magic.startswith(b'PK'):
+        if not zipfile.is_zipfile(path):
+            return f'a zip archive that is cut short or corrupt (truncated or half-written?): {first}'
+        with zipfile.ZipFile(path) as archive:
+            if not any(name.endswith('data.pkl') for name in archive.namelist()):
+                return 'a zip archive but not a torch checkpoint (no data.pkl inside)'
+    if 'WeightsUnpickler error' in text:
+        detail = text.split('WeightsUnpickler error:', 1)[1].strip().splitlines()[0]
+        return (f'the weights-only unpickler refused it ({detail}): random bytes, another format or a pickle that is '
+                'not plain weights; nothing in it was executed')
+    return f'not a readable torch checkpoint (truncated, corrupt or another format): {type(err).__name__}: {first}'
+
+
+def safe_torch_load(path: str, option: str, what: str = 'checkpoint', safe_globals: Iterable[type] = (),
+                    map_location: Any = 'cpu') -> Any:
+    """``torch.load(path, weights_only=True)``; any failure is one error naming ``path`` and ``option``.
+
+    Args:
+        path (str): the file.
+        option (str): the option or argument that named it, for messages, e.g. ``'path.pretrain_network_t'``.
+        what (str): what the file is, for messages, e.g. ``'teacher checkpoint'``.
+        safe_globals (iterable of type): extra classes the file may hold (e.g. :data:`STATE_SAFE_GLOBALS`).
+        map_location: as ``torch.load``. Default: the CPU.
+
+    Raises:
+        FileNotFoundError: ``path`` is not a file.
+        CheckpointError: it cannot be loaded with ``weights_only=True`` (the pickle is never executed).
+    """
+    if not path or not osp.isfile(path):
+        raise FileNotFoundError(f'{option}: {what} {path!r} does not exist')
+    scope = torch.serialization.safe_globals(list(safe_globals)) if safe_globals else contextlib.nullcontext()
+    try:
+        with scope, warnings.catch_warnings():
+            warnings.filterwarnings('ignore', message='Detected pickle protocol')
+            return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as err:  # noqa: B902  (torch raises RuntimeError, OSError, EOFError, UnpicklingError ...)
+        raise CheckpointError(f'{option}: cannot load the {what} {path}: {_reason(path, err)}') from None
+
+
+def read_state_dict(path: str, param_key: Optional[str], option: str) -> Dict[str, torch.Tensor]:
     """The state dict stored under ``param_key`` in the checkpoint ``path`` (``param_key`` None: the file itself).
 
     Args:
         path (str): checkpoint file.
         param_key (str | None): e.g. 'params' or 'params_ema'.
         option (str): the option that named the file, for messages, e.g. 'path.pretrain_network_t'.
+
+    Raises:
+        FileNotFoundError, CheckpointError: see :func:`safe_torch_load`; also a file whose top level, or whose
+            ``param_key`` entry, is not a dict of tensors.
+        KeyError: ``param_key`` is not in the file.
     """
-    if not path or not osp.isfile(path):
-        raise FileNotFoundError(f'{option}: teacher checkpoint {path!r} does not exist')
-    ckpt = torch.load(path, map_location='cpu', weights_only=True)
+    ckpt = safe_torch_load(path, option)
+    if not isinstance(ckpt, dict):
+        raise CheckpointError(f'{option}: {path} holds a {type(ckpt).__name__}, not a checkpoint dict')
     if param_key is not None:
-        if not isinstance(ckpt, dict) or param_key not in ckpt:
-            keys = list(ckpt)[:8] if isinstance(ckpt, dict) else type(ckpt).__name__
-            raise KeyError(f'{option}: {path} has no param key {param_key!r} (top-level keys: {keys}); '
+        if param_key not in ckpt:
+            raise KeyError(f'{option}: {path} has no param key {param_key!r} (top-level keys: {list(ckpt)[:8]}); '
                            'set path.param_key_t, or use ~ for a bare state dict')
         ckpt = ckpt[param_key]
+    bad = [k for k, v in ckpt.items() if not torch.is_tensor(v)] if isinstance(ckpt, dict) else None
+    if bad is None or bad:
+        found = type(ckpt).__name__ if bad is None else f'non-tensor entries {bad[:5]}'
+        raise CheckpointError(f'{option}: {path} [{param_key}] is not a state dict of tensors ({found})')
     return {k[len('module.'):] if k.startswith('module.') else k: v for k, v in ckpt.items()}
+
+
+def atomic_torch_save(obj: Any, path: str, what: str = 'checkpoint') -> None:
+    """``torch.save(obj, path)`` through ``path + '.tmp'``, fsync and ``os.replace``.
+
+    Raises:
+        CheckpointWriteError: the write failed (e.g. ``ENOSPC``, ``EFBIG``); the temporary file is removed and
+            ``path`` (a previous version, if any) is left as it was.
+    """
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    tmp = path + '.tmp'
+    try:
+        with open(tmp, 'wb') as f:
+            f.write(buffer.getbuffer())
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as err:
+        with contextlib.suppress(OSError):
+            os.remove(tmp)
+        raise CheckpointWriteError(err.errno, f'could not write the {what} {path}: {err.strerror or err} (disk full '
+                                   f'or a file-size limit?); {path} was not written or changed') from None
 
 
 def load_strictly(net: nn.Module, state: Dict[str, torch.Tensor], strict: bool, option: str) -> None:
@@ -57,3 +163,8 @@ def fingerprint(net: nn.Module) -> str:
         digest.update(f'{name}:{tuple(tensor.shape)}:{tensor.dtype}'.encode())
         digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
     return digest.hexdigest()
+
+
+def network_state(net: nn.Module) -> Dict[str, torch.Tensor]:
+    """``net.state_dict()`` on the CPU without a ``module.`` prefix, as BasicSR's ``save_network`` stores it."""
+    return {k[len('module.'):] if k.startswith('module.') else k: v.cpu() for k, v in net.state_dict().items()}

@@ -1,24 +1,30 @@
-"""A CPU-safe replacement for ``basicsr.train.load_resume_state``.
+"""A safe, CPU-capable replacement for ``basicsr.train.load_resume_state``.
 
-BasicSR's version always calls ``torch.cuda.current_device()`` and maps the state onto that GPU, so
-``--auto_resume`` crashes on a machine without CUDA. Ours maps onto the current GPU when there is one and onto the
-CPU otherwise; everything else (auto-resume lookup, ``check_resume``) is BasicSR's behaviour.
+BasicSR's version unpickles the training state with ``weights_only=False`` (a ``.state`` file planted in the
+experiment folder runs its code on ``--auto_resume``), always calls ``torch.cuda.current_device()`` (so resuming
+crashes without CUDA) and trusts the newest ``.state`` even when it was cut short. Ours:
+
+* loads every state with ``weights_only=True`` (plus :data:`~facd_basicsr.distill.checkpoint.STATE_SAFE_GLOBALS`);
+* maps it onto the current GPU when there is one and onto the CPU otherwise;
+* resumes from the newest *complete* checkpoint: a ``.state`` that loads, whose ``net_g_<iter>.pth`` and other
+  ``net_*_<iter>.pth`` files load too. With ``--auto_resume`` an incomplete newer one is skipped with a warning
+  naming it (a checkpoint whose writing was interrupted); an explicit ``path.resume_state`` that is incomplete is an
+  error naming it and the newest complete one.
+
+Everything else (``check_resume`` rewriting the network paths) is BasicSR's behaviour.
 """
+import glob
+import logging
 import os.path as osp
-from typing import Optional
+from typing import List, Optional, Tuple
 
 import torch
 from basicsr.utils import scandir
 from basicsr.utils.misc import check_resume
 
+from facd_basicsr.distill.checkpoint import STATE_SAFE_GLOBALS, CheckpointError, safe_torch_load
 
-def find_latest_state(experiment_name: str) -> Optional[str]:
-    """Path of the highest-iteration ``.state`` file of ``experiments/<name>/training_states``, or None."""
-    state_dir = osp.join('experiments', experiment_name, 'training_states')
-    if not osp.isdir(state_dir):
-        return None
-    iters = [int(float(v.split('.state')[0])) for v in scandir(state_dir, suffix='state', recursive=False)]
-    return osp.join(state_dir, f'{max(iters)}.state') if iters else None
+STATE_KEYS = ('epoch', 'iter', 'optimizers', 'schedulers')
 
 
 def state_map_location():
@@ -29,22 +35,89 @@ def state_map_location():
     return 'cpu'
 
 
+def read_training_state(path: str, option: str = 'path.resume_state', map_location='cpu') -> dict:
+    """BasicSR's training state ``path`` (``{epoch, iter, optimizers, schedulers}``), loaded without running code.
+
+    Raises:
+        FileNotFoundError, CheckpointError: missing, unreadable or not a training state; the message names ``path``.
+    """
+    state = safe_torch_load(path, option, 'training state', STATE_SAFE_GLOBALS, map_location)
+    if not isinstance(state, dict) or any(key not in state for key in STATE_KEYS):
+        found = sorted(state) if isinstance(state, dict) else type(state).__name__
+        raise CheckpointError(f'{option}: {path} is not a BasicSR training state (expected keys {STATE_KEYS}, '
+                              f'found {found})')
+    return state
+
+
+def state_files(state_dir: str) -> List[str]:
+    """``<iter>.state`` files of ``state_dir``, newest (highest iteration) first."""
+    if not osp.isdir(state_dir):
+        return []
+    names = list(scandir(state_dir, suffix='state', recursive=False))
+    return [osp.join(state_dir, n) for n in sorted(names, key=lambda n: -int(float(n.split('.state')[0])))]
+
+
+def check_checkpoint(opt: dict, state_path: str, map_location='cpu') -> Tuple[Optional[dict], Optional[str]]:
+    """(state, None) when ``state_path`` and the networks it resumes load safely, else (None, why not)."""
+    try:
+        state = read_training_state(state_path, 'path.resume_state', map_location)
+    except (CheckpointError, FileNotFoundError) as err:
+        return None, str(err)
+    models = opt['path']['models']
+    net_g = osp.join(models, f'net_g_{state["iter"]}.pth')
+    nets = sorted(set(glob.glob(osp.join(glob.escape(models), f'net_*_{state["iter"]}.pth'))) | {net_g})
+    for path in nets:
+        try:
+            safe_torch_load(path, f'the checkpoint of {state_path}', 'network file')
+        except (CheckpointError, FileNotFoundError) as err:
+            return None, str(err)
+    return state, None
+
+
+def find_complete_state(opt: dict, map_location='cpu') -> Tuple[Optional[str], Optional[dict], List[str]]:
+    """The newest complete checkpoint of ``opt['path']['training_states']``: (path, state, problems of newer ones)."""
+    problems = []
+    for path in state_files(opt['path']['training_states']):
+        state, problem = check_checkpoint(opt, path, map_location)
+        if state is not None:
+            return path, state, problems
+        problems.append(problem)
+    return None, None, problems
+
+
 def load_resume_state(opt: dict) -> Optional[dict]:
-    """Drop-in for ``basicsr.train.load_resume_state`` that also works without CUDA.
+    """Drop-in for ``basicsr.train.load_resume_state``: safe, CPU-capable, never from an incomplete checkpoint.
 
     Args:
         opt (dict): parsed options; ``opt['path']['resume_state']`` is set when auto-resuming.
 
     Returns:
-        dict | None: the training state (``epoch``, ``iter``, ``optimizers``, ``schedulers`` ...).
+        dict | None: the training state (``epoch``, ``iter``, ``optimizers``, ``schedulers``).
+
+    Raises:
+        CheckpointError: the checkpoint to resume is incomplete or unsafe (and, with ``--auto_resume``, no complete
+            one exists although ``.state`` files do).
     """
+    location = state_map_location()
     if opt['auto_resume']:
-        latest = find_latest_state(opt['name'])
-        if latest is not None:
-            opt['path']['resume_state'] = latest
+        path, state, problems = find_complete_state(opt, location)
+        if problems and path is None:
+            raise CheckpointError('--auto_resume: no complete checkpoint to resume from: ' + ' | '.join(problems))
+        for problem in problems:
+            logging.getLogger('basicsr').warning(f'--auto_resume skips an incomplete checkpoint: {problem}')
+        if path is not None:
+            if problems:
+                logging.getLogger('basicsr').warning(f'--auto_resume resumes from {path}, the newest complete one')
+            opt['path']['resume_state'] = path
+            check_resume(opt, state['iter'])
+            return state
     state_path = opt['path'].get('resume_state')
     if not state_path:
         return None
-    resume_state = torch.load(state_path, map_location=state_map_location(), weights_only=False)
-    check_resume(opt, resume_state['iter'])
-    return resume_state
+    state, problem = check_checkpoint(opt, state_path, location)
+    if state is None:
+        good, _, _ = find_complete_state(opt)
+        hint = f'the newest complete checkpoint is {good}' if good else 'there is no complete checkpoint'
+        raise CheckpointError(f'{problem}; {hint} (--auto_resume picks the newest complete one)')
+    check_resume(opt, state['iter'])
+    return state

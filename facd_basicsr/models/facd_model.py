@@ -22,7 +22,6 @@ Options (besides SRModel's)::
       amp: ~                     # student: ~ | bf16 | fp16 (grad scaler); also channels_last, compile, tf32,
                                  # grad_clip_norm, grad_scaler: see facd_basicsr/distill/student_runtime.py
 """
-import os
 import os.path as osp
 from collections import OrderedDict
 from contextlib import ExitStack, contextmanager
@@ -33,13 +32,19 @@ from basicsr.archs import build_network
 from basicsr.losses import build_loss
 from basicsr.models.sr_model import SRModel
 from basicsr.utils import get_root_logger
+from basicsr.utils.dist_util import master_only
 from basicsr.utils.registry import MODEL_REGISTRY
 
 from facd_basicsr.archs.facd_adapter_arch import FACDAdapterBank
-from facd_basicsr.distill.checkpoint import fingerprint, load_strictly, read_state_dict
+from facd_basicsr.distill.checkpoint import (CheckpointWriteError, atomic_torch_save, fingerprint, load_strictly,
+                                             network_state, read_state_dict, safe_torch_load)
+from facd_basicsr.distill.data_order import TRACKER, preserved_rng
 from facd_basicsr.distill.degrade import bicubic_round_trip
 from facd_basicsr.distill.feature_taps import FeatureTaps
 from facd_basicsr.distill.gate import AdaptiveGate
+from facd_basicsr.distill.nonfinite import check_finite_state, check_step, check_weights, newest_checkpoint
+from facd_basicsr.distill.option_checks import check_training_options, nonfinite_mode
+from facd_basicsr.distill.resume import read_training_state
 from facd_basicsr.distill.student_runtime import StudentRuntime, channels_last_option
 from facd_basicsr.distill.teacher_runtime import TeacherRunner
 from facd_basicsr.losses.feature_loss_base import check_feature_loss
@@ -85,7 +90,9 @@ class FACDModel(SRModel):
     # ------------------------------------------------------------------ set-up
     def init_training_settings(self) -> None:
         self.distill_opt = distill_options(self.opt)
+        check_training_options(self.opt)  # gt_size vs scale, loss weights >= 0, train.nonfinite
         train_opt = self.opt['train']
+        self.nonfinite_mode = nonfinite_mode(train_opt)
         self.cri_kd = build_loss(train_opt['kd_opt']).to(self.device) if train_opt.get('kd_opt') else None
         self.cri_feat = None
         if train_opt.get('feature_opt'):  # a FeatureLoss: uses_adapter, needs_degraded_features, validate_batch_size
@@ -122,12 +129,14 @@ class FACDModel(SRModel):
         state_path = self.opt['path'].get('resume_state')
         if not state_path:
             return {}
-        resume_iter = torch.load(state_path, map_location='cpu', weights_only=False)['iter']
+        resume_iter = read_training_state(state_path)['iter']
         record_path = osp.join(self.opt['path']['models'], f'net_adapter_{resume_iter}.pth')
         if not osp.isfile(record_path):
             raise FileNotFoundError(f'cannot resume FACD from {state_path}: {record_path} (adapters and teacher '
                                     'identity) is missing')
-        return torch.load(record_path, map_location='cpu', weights_only=True)
+        record = safe_torch_load(record_path, f'the checkpoint of {state_path}', 'adapter record')
+        TRACKER.schedule(record.get('data_order'), restore_rng=self.opt.get('world_size', 1) == 1)
+        return record
 
     def _build_teacher(self, record: Optional[dict]) -> torch.nn.Module:
         if 'network_t' not in self.opt:
@@ -141,6 +150,7 @@ class FACDModel(SRModel):
             }
         net_t = build_network(self.opt['network_t'])
         state = read_state_dict(record['path'], record['param_key'], 'path.pretrain_network_t')
+        check_finite_state(state, record['path'], 'path.pretrain_network_t')
         load_strictly(net_t, state, record['strict'], 'path.pretrain_network_t')
         weights_id = fingerprint(net_t)
         if record.get('sha256', weights_id) != weights_id:
@@ -265,6 +275,8 @@ class FACDModel(SRModel):
             l_total = l_total + l_feat
             loss_dict['l_feat'] = l_feat
             loss_dict.update(terms)
+        if self._skip_nonfinite(loss_dict, l_total, current_iter):  # NaN / Inf: stop, or skip (train.nonfinite)
+            return
         grad_norm = self.student_runtime.backward_and_step(l_total, self.optimizer_g)  # scaler, clipping
         if grad_norm is not None:
             loss_dict['grad_norm'] = grad_norm.detach()
@@ -304,11 +316,57 @@ class FACDModel(SRModel):
             self.run_teacher(bicubic_round_trip(self.lq, int(self.opt['scale'])))
         return self.teacher_taps.pop()
 
+    def feed_data(self, data: dict) -> None:
+        """SRModel's, keeping the batch's ``lq_path`` / ``gt_path`` (files or LMDB keys) for error messages."""
+        self.batch_keys = {key: data[key] for key in ('lq_path', 'gt_path') if key in data}
+        super().feed_data(data)
+
+    def _skip_nonfinite(self, loss_dict: dict, l_total: torch.Tensor, current_iter: int) -> bool:
+        """True when a loss term is NaN / Inf and ``train.nonfinite`` is ``skip``; raises when it is ``stop``."""
+        return check_step(loss_dict, l_total, current_iter, self.nonfinite_mode, getattr(self, 'batch_keys', {}),
+                          self.opt, output=self.output)
+
+    def validation(self, dataloader, current_iter: int, tb_logger, save_img: bool) -> None:
+        """SRModel's, with the random states restored after it: validating does not change the training's batches."""
+        with preserved_rng():
+            super().validation(dataloader, current_iter, tb_logger, save_img)
+
     # ------------------------------------------------------------------ checkpoints
     def save(self, epoch: int, current_iter: int) -> None:
-        """Adapters and teacher identity first, then BasicSR's net_g (+ EMA) and training state."""
-        self._save_adapters(current_iter)
-        super().save(epoch, current_iter)
+        """Adapters and teacher identity, then net_g (+ EMA), then the training state: the ``.state`` last.
+
+        Each file is written atomically (a resume trusts a checkpoint by its ``.state``, so a killed run resumes from
+        the last complete one); nothing is written when a weight is not finite; a failed write (full disk) stops the
+        run with a message naming the file and the newest complete checkpoint.
+        """
+        nets = {'net_g': self.net_g, 'net_adapter': self.net_adapter, 'net_g_ema': getattr(self, 'net_g_ema', None)}
+        check_weights({k: self.get_bare_model(v) for k, v in nets.items() if v is not None}, current_iter, self.opt)
+        previous = newest_checkpoint(self.opt)
+        try:
+            self._save_adapters(current_iter)
+            super().save(epoch, current_iter)
+        except CheckpointWriteError as err:
+            raise CheckpointWriteError(err.errno, f'{err.strerror}. Training stopped; the newest complete checkpoint '
+                                       f'is {previous}: free space, then resume with --auto_resume') from None
+
+    @master_only
+    def save_network(self, net, net_label: str, current_iter: int, param_key='params') -> None:
+        """BasicSR's ``save_network`` written atomically; a failed write raises (BasicSR logs it and goes on)."""
+        nets = net if isinstance(net, list) else [net]
+        keys = param_key if isinstance(param_key, list) else [param_key]
+        label = 'latest' if current_iter == -1 else current_iter
+        atomic_torch_save({key: network_state(self.get_bare_model(n)) for n, key in zip(nets, keys)},
+                          osp.join(self.opt['path']['models'], f'{net_label}_{label}.pth'), 'network')
+
+    @master_only
+    def save_training_state(self, epoch: int, current_iter: int) -> None:
+        """BasicSR's ``save_training_state`` (none for the final 'latest' save), written atomically."""
+        if current_iter == -1:
+            return
+        state = {'epoch': epoch, 'iter': current_iter, 'optimizers': [o.state_dict() for o in self.optimizers],
+                 'schedulers': [s.state_dict() for s in self.schedulers]}
+        atomic_torch_save(state, osp.join(self.opt['path']['training_states'], f'{current_iter}.state'),
+                          'training state')
 
     def _save_adapters(self, current_iter: int) -> None:
         if self.opt.get('rank', 0) != 0:
@@ -316,10 +374,9 @@ class FACDModel(SRModel):
         label = 'latest' if current_iter == -1 else current_iter
         params = {} if self.net_adapter is None else self.get_bare_model(self.net_adapter).state_dict()
         record = {'params': {k: v.detach().cpu() for k, v in params.items()}, 'teacher': self.teacher_record,
-                  'student_runtime': self.student_runtime.state_dict()}
+                  'student_runtime': self.student_runtime.state_dict(), 'data_order': TRACKER.snapshot()}
         path = osp.join(self.opt['path']['models'], f'net_adapter_{label}.pth')
-        torch.save(record, path + '.tmp')
-        os.replace(path + '.tmp', path)  # never leave a half-written file that a resume would trust
+        atomic_torch_save(record, path, 'adapter record')  # never a half-written file that a resume would trust
 
     # ------------------------------------------------------------------ devices
     def model_to_device(self, net: torch.nn.Module) -> torch.nn.Module:

@@ -1,9 +1,10 @@
 """Verify downloaded teacher files: ``facd-checksum FILE [FILE...]``.
 
-Each file's SHA-256 is compared with the prefix known for its name (the table in
-:mod:`facd_basicsr.tools.teacher_files`, or the ``-<8 hex>.pth`` tag of BasicSR zoo names). Prints one line per file:
-``OK``, ``MISMATCH``, ``UNKNOWN`` (no published hash: nothing to compare with) or ``MISSING``. Exit status 1 when any
-file is MISMATCH or MISSING, else 0.
+Each file is first loaded the way our loaders load it (``weights_only=True``: a pickle is never executed), then its
+SHA-256 is compared with the prefix known for its name (the table in :mod:`facd_basicsr.tools.teacher_files`, or the
+``-<8 hex>.pth`` tag of BasicSR zoo names). Prints one line per file: ``OK``, ``MISMATCH``, ``UNKNOWN`` (no published
+hash: nothing to compare with), ``UNREADABLE`` (truncated, corrupt, not a torch file, or a pickle that would run
+code; the reason is printed) or ``MISSING``. Exit status 1 when any file is MISMATCH, UNREADABLE or MISSING, else 0.
 """
 import argparse
 import hashlib
@@ -11,7 +12,10 @@ import os.path as osp
 import sys
 from typing import List, Optional, Tuple
 
+from facd_basicsr.distill.checkpoint import CheckpointError, safe_torch_load
 from facd_basicsr.tools.teacher_files import TEACHER_FILES, expected_prefix, find_teacher_file
+
+FAILED = ('MISMATCH', 'UNREADABLE', 'MISSING')
 
 
 def sha256_of(path: str, chunk_bytes: int = 1 << 20) -> str:
@@ -24,10 +28,14 @@ def sha256_of(path: str, chunk_bytes: int = 1 << 20) -> str:
 
 
 def check_file(path: str) -> Tuple[str, str]:
-    """(status, detail) for one file; status is OK, MISMATCH, UNKNOWN or MISSING."""
+    """(status, detail) for one file; status is OK, MISMATCH, UNKNOWN, UNREADABLE or MISSING."""
     if not osp.isfile(path):
         return 'MISSING', 'no such file'
     digest = sha256_of(path)
+    try:
+        safe_torch_load(path, 'facd-checksum', 'file')
+    except CheckpointError as err:
+        return 'UNREADABLE', f'{err} (sha256 {digest})'
     expected = expected_prefix(path)
     entry = find_teacher_file(path)
     source = f'; {entry.source}' if entry else ''
@@ -47,7 +55,7 @@ def list_table() -> None:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    """Entry point of ``facd-checksum``; returns 1 when a file is MISMATCH or MISSING, else 0."""
+    """Entry point of ``facd-checksum``; returns 1 when a file is MISMATCH, UNREADABLE or MISSING, else 0."""
     parser = argparse.ArgumentParser(prog='facd-checksum', description=__doc__.split('\n')[0])
     parser.add_argument('files', nargs='*', help='checkpoint files to verify')
     parser.add_argument('--list', action='store_true', help='print the table of known teacher files')
@@ -59,7 +67,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     failed = False
     for path in args.files:
         status, detail = check_file(path)
-        failed |= status in ('MISMATCH', 'MISSING')
+        failed |= status in FAILED
         print(f'{status:8s} {path}: {detail}')
     return 1 if failed else 0
 

@@ -18,6 +18,8 @@ from typing import Dict, List, Optional, Tuple
 import torch
 from basicsr.archs import build_network
 
+from facd_basicsr.distill.checkpoint import CheckpointError, CheckpointWriteError, atomic_torch_save, safe_torch_load
+
 DIV2K_MEAN = (0.4488, 0.4371, 0.4040)
 IMG_RANGE = 255.
 MEAN_SHIFT_KEYS = ('sub_mean.weight', 'sub_mean.bias', 'add_mean.weight', 'add_mean.bias')
@@ -31,10 +33,15 @@ class ConversionError(ValueError):
 
 
 def load_official(path: str) -> StateDict:
-    """Load a raw official state dict (a ``module.`` prefix on every key is removed)."""
-    if not osp.isfile(path):
-        raise FileNotFoundError(f'Checkpoint not found: {path}')
-    obj = torch.load(path, map_location='cpu', weights_only=True)
+    """Load a raw official state dict (a ``module.`` prefix on every key is removed).
+
+    Read by the package's safe loader (``weights_only=True``): a truncated, corrupt or code-carrying file fails with
+    an error naming it, and a pickle is never executed.
+    """
+    try:
+        obj = safe_torch_load(path, 'facd-convert-teacher input', 'official checkpoint')
+    except CheckpointError as err:
+        raise ConversionError(str(err)) from None
     if not isinstance(obj, dict):
         raise ConversionError(f'{path}: expected a state dict, got {type(obj).__name__}')
     if 'params' in obj or 'params_ema' in obj:
@@ -281,7 +288,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     for warning in warnings:
         print(f'warning: {warning}', file=sys.stderr)
     os.makedirs(osp.dirname(osp.abspath(output)), exist_ok=True)
-    torch.save({'params': params}, output)
+    try:
+        atomic_torch_save({'params': params}, output, 'converted teacher')
+    except CheckpointWriteError as err:
+        print(f'error: {err.strerror}', file=sys.stderr)
+        return 2
     print(f'Converted {args.input} ({len(params)} tensors, official {net["type"]} layout, x{net["upscale"]}) '
           f'-> {output}')
     if net['type'] == 'EDSR':
