@@ -1,8 +1,14 @@
 """Cost of one FACD training step against its floor: a student step plus a teacher forward without autograd.
 
-All variants are built in one process and timed round-robin (one call of each per round, the order rotating), so a
-change in machine load touches every variant alike; the medians after warm-up are printed, and the per-round ratios
-with their quartiles (a measure of the noise).
+**Headline** (printed last): the whole FACD step against the whole floor step (``floor seq``: teacher forward, then
+the student step), in rounds of four calls, floor-FACD-FACD-floor (flipped every other round), one ratio per round;
+rounds go on until the ~95 % confidence interval of the median ratio is within +-``--ci`` (default 0.01, so two runs
+on a quiet machine agree within 0.02) or ``--max-rounds`` ran. This is the figure to quote.
+
+**Breakdown** (before it; ``--skip-breakdown`` leaves it out): all variants are built in one process and timed
+round-robin (one call of each per round, the order rotating), so a change in machine load touches every variant
+alike; the medians after warm-up are printed, and the per-round ratios with their quartiles (a measure of the
+noise).
 
 - ``student``: stock BasicSR ``SRModel.optimize_parameters`` (forward, L1, backward, Adam step).
 - ``teacher``: the teacher forward under ``torch.no_grad``. floor = student + teacher (sum of the medians);
@@ -28,7 +34,8 @@ options. The contrastive loss alone against B and K: ``contrastive_loss_scaling.
 
 Usage::
 
-    .venv/bin/python benchmarks/step_cost.py --config cpu                  # ~2-3 min on 1 CPU thread
+    .venv/bin/python benchmarks/step_cost.py --config cpu                  # breakdown, runtime section, headline
+    .venv/bin/python benchmarks/step_cost.py --config cpu --skip-breakdown --skip-runtime     # the headline alone
     .venv/bin/python benchmarks/step_cost.py --config edsr_ref --batch 4 --lr-size 24 --repeats 3 --skip-runtime
     .venv/bin/python benchmarks/step_cost.py --config rcan_ref --device cuda --compile    # batch 16, LR 48
     .venv/bin/python benchmarks/step_cost.py --config edsr_ref --device cuda --skip-steps \
@@ -38,6 +45,7 @@ import argparse
 import os.path as osp
 import statistics
 import tempfile
+import time
 from functools import partial
 from typing import Callable, Dict, List, Optional
 
@@ -50,7 +58,8 @@ import facd_basicsr  # noqa: F401  (compat alias before any basicsr import)
 # isort: split
 from basicsr.archs import build_network
 from basicsr.models.sr_model import SRModel
-from measure import FIT_PHOTOS, medians, photo_batch, resident_bytes, round_robin, step_peak_bytes
+from measure import (FIT_PHOTOS, median_ci, medians, paired_ratio_rounds, photo_batch, quiet_profiler, resident_bytes,
+                     round_robin, step_peak_bytes)
 from teacher_runtime_cost import runtime_section
 
 from facd_basicsr.distill.teacher_runtime import TeacherRunner
@@ -77,9 +86,15 @@ CONFIGS = {
 
 
 # ---------------------------------------------------------------------------------------------- data and models
-def model_opt(cfg: Dict, root: str, model_type: str, batch: int, device: str, feature: Optional[Dict]) -> Dict:
+def model_opt(cfg: Dict,
+              root: str,
+              model_type: str,
+              batch: int,
+              device: str,
+              feature: Optional[Dict],
+              train_extra: Optional[Dict] = None) -> Dict:
     """Training options as BasicSR's parse_options leaves them (no datasets are built); no feature loss when
-    ``feature`` is None."""
+    ``feature`` is None; ``train_extra`` goes into FACDModel's ``train`` (e.g. ``compile_feature_loss``)."""
     train = {'ema_decay': 0, 'optim_g': {'type': 'Adam', 'lr': 1e-4, 'betas': [0.9, 0.99]},
              'scheduler': {'type': 'MultiStepLR', 'milestones': [10**6], 'gamma': 0.5}, 'total_iter': 10**6,
              'pixel_opt': {'type': 'L1Loss', 'loss_weight': 0.5}}
@@ -97,6 +112,7 @@ def model_opt(cfg: Dict, root: str, model_type: str, batch: int, device: str, fe
         opt['path'].update(pretrain_network_t=osp.join(root, 'teacher.pth'), param_key_t='params')
         opt['distill'] = {'teacher_taps': cfg['taps'][0], 'student_taps': cfg['taps'][1], 'teacher_check': False,
                           'gate': {'mode': 'teacher_better', 'margin': 0.0}}
+        train.update(train_extra or {})
     return opt
 
 
@@ -115,7 +131,13 @@ class WithAutograd(nn.Module):
             return self.net(x)
 
 
-def build_models(cfg: Dict, root: str, batch: int, device: str, data: Dict, feature: Dict) -> Dict:
+def build_models(cfg: Dict,
+                 root: str,
+                 batch: int,
+                 device: str,
+                 data: Dict,
+                 feature: Dict,
+                 train_extra: Optional[Dict] = None) -> Dict:
     """Stock SRModel, FACDModel with output KD only, full FACDModel, naive FACDModel (teacher with autograd)."""
     torch.manual_seed(0)
     torch.save({'params': build_network(cfg['teacher']).state_dict()}, osp.join(root, 'teacher.pth'))
@@ -124,7 +146,8 @@ def build_models(cfg: Dict, root: str, batch: int, device: str, data: Dict, feat
                                                                                                        'FACDModel')):
         torch.manual_seed(1)
         model_cls = SRModel if model_type == 'SRModel' else FACDModel
-        model = model_cls(model_opt(cfg, root, model_type, batch, device, None if name == 'kd only' else feature))
+        model = model_cls(
+            model_opt(cfg, root, model_type, batch, device, None if name == 'kd only' else feature, train_extra))
         model.feed_data(data)
         models[name] = model
     naive = models['naive']
@@ -147,6 +170,7 @@ def part_cases(facd: FACDModel) -> Dict[str, Callable]:
     gate = facd.gate(sr_s, sr_t, facd.gt)
     adapted = [a.detach().requires_grad_(True) for a in facd.net_adapter(feats_s)]
     student_leaves = [f.requires_grad_(True) for f in feats_s]
+    copied = [c is not False for c in facd.teacher_taps.needs_copy + facd.student_taps.needs_copy]  # hooks copy these
 
     def feature_loss(net: Callable, leaves: List[torch.Tensor]):
         for leaf in leaves:
@@ -158,7 +182,7 @@ def part_cases(facd: FACDModel) -> Dict[str, Callable]:
         facd._kd_loss(sr_t, gate).backward()
 
     return {
-        'part: tap copies': lambda: [f.clone() for f in feats_t + feats_s],
+        'part: tap copies': lambda: [f.clone() for f, c in zip(feats_t + feats_s, copied) if c],
         'part: gate (PSNR)': lambda: facd.gate(sr_s, sr_t, facd.gt),
         'part: output KD L1': kd_loss,
         'part: feature loss': lambda: feature_loss(lambda x: x, adapted),
@@ -208,14 +232,16 @@ def print_decomposition(secs: Dict[str, float], floor: float) -> None:
             ('kd only - floor seq', secs['kd only'] - secs['floor seq'], 'gate, output KD, loss logging'),
             ('facd - kd only', branch, 'the feature branch, of which:'),
             ('  feature loss', secs['part: feature loss'], 'FACDContrastiveLoss fwd + bwd'),
-            ('  adapters', adapters, '1x1 convs fwd + bwd'), ('  tap copies', secs['part: tap copies'], 'hooks'),
+            ('  adapters', adapters, '1x1 convs fwd + bwd'),
+            ('  tap copies', secs['part: tap copies'], 'hooks (maps written in place only)'),
             ('  remainder', branch - secs['part: adapters+loss'] - secs['part: tap copies'],
              'tap grads into the student backward, adapter Adam, logging')]
     for label, seconds, what in rows:
         print(f'{label:<22}{seconds * 1e3:>10.2f}{seconds / floor:>9.3f}   {what}')
 
 
-def step_section(models: Dict, args) -> None:
+def breakdown_section(models: Dict, args) -> None:
+    """Every variant and part round-robin, medians, peak memory, the decomposition (noisy differences)."""
     student, facd = models['student'], models['facd']
     cases = {
         'student': partial(student.optimize_parameters, 1),
@@ -242,12 +268,30 @@ def step_section(models: Dict, args) -> None:
     t_ratio, m_ratio = medians(times)['facd'] / floor, mem['facd'] / mem['floor']
     own = sum(secs[f'part: {k}'] for k in ('tap copies', 'gate (PSNR)', 'output KD L1', 'adapters+loss'))
     print(f'floor + parts (the work FACD adds, each part timed alone): x{1 + own / floor:.3f} floor')
-    print(f'FACD / floor: time x{t_ratio:.3f} (target <= 1.05: {"met" if t_ratio <= 1.05 else "MISSED"}), peak memory '
-          f'x{m_ratio:.3f} (target <= 1.10: {"met" if m_ratio <= 1.10 else "MISSED"}); naive / floor: time '
-          f'x{secs["naive"] / floor:.3f}, peak memory x{mem["naive"] / mem["floor"]:.3f}')
-    print('per-round ratios, median [quartiles]: FACD / floor ' + paired_ratio(times, 'facd') + ', FACD / floor seq ' +
-          paired_ratio(times, 'facd', True) + ', KD only / floor ' + paired_ratio(times, 'kd only') +
-          ', naive / floor ' + paired_ratio(times, 'naive'))
+    print(f'breakdown medians: FACD / floor time x{t_ratio:.3f}, peak memory x{m_ratio:.3f} (target <= 1.10: '
+          f'{"met" if m_ratio <= 1.10 else "MISSED"}); naive / floor: time x{secs["naive"] / floor:.3f}, peak memory '
+          f'x{mem["naive"] / mem["floor"]:.3f}')
+    print('breakdown per-round ratios, median [quartiles]: FACD / floor ' + paired_ratio(times, 'facd') +
+          ', FACD / floor seq ' + paired_ratio(times, 'facd', True) + ', KD only / floor ' +
+          paired_ratio(times, 'kd only') + ', naive / floor ' + paired_ratio(times, 'naive'))
+
+
+def headline_section(models: Dict, args) -> float:
+    """The whole FACD step against the whole floor step (floor seq), ABBA rounds until the median's interval is
+    within +-``args.ci``; prints the headline and returns the median ratio."""
+    start = time.perf_counter()
+    ratios, seconds = paired_ratio_rounds(partial(models['facd'].optimize_parameters, 1),
+                                          partial(floor_sequence, models), args.device, args.warmup,
+                                          args.min_rounds, args.max_rounds, args.ci)
+    ratio, low, high = median_ci(ratios)
+    converged = (high - low) / 2 <= args.ci
+    print(f'\nheadline rounds: {len(ratios)} (floor, FACD, FACD, floor; flipped every other round) in '
+          f'{time.perf_counter() - start:.0f} s; FACD step {statistics.median(seconds["case"]) * 1e3:.2f} ms, floor '
+          f'step {statistics.median(seconds["floor"]) * 1e3:.2f} ms (medians); interval '
+          f'{"within" if converged else "NOT within"} +-{args.ci} after {len(ratios)} rounds')
+    print(f'HEADLINE FACD / floor, whole step: x{ratio:.3f} [95% CI {low:.3f}-{high:.3f}] (target <= 1.05: '
+          f'{"met" if ratio <= 1.05 else "MISSED"})')
+    return ratio
 
 
 # ---------------------------------------------------------------------------------------------- main
@@ -259,7 +303,14 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument('--device', choices=('cpu', 'cuda'), default='cpu')
     parser.add_argument('--threads', type=int, default=1, help='torch CPU threads')
     parser.add_argument('--warmup', type=int, default=1)
-    parser.add_argument('--repeats', type=int, default=11, help='timed rounds of the step section')
+    parser.add_argument('--repeats', type=int, default=11, help='timed rounds of the breakdown')
+    parser.add_argument('--ci', type=float, default=0.01, help='headline: stop when the ~95%% interval of the median '
+                        'ratio is within +- this')
+    parser.add_argument('--min-rounds', type=int, default=15, help='headline: rounds at least')
+    parser.add_argument('--max-rounds', type=int, default=150, help='headline: rounds at most')
+    parser.add_argument('--skip-breakdown', action='store_true', help='only the headline of the step section')
+    parser.add_argument('--compile-feature-loss', action='store_true',
+                        help='FACD with train.compile_feature_loss: true (inductor; the first step compiles)')
     parser.add_argument('--runtime-repeats', type=int, default=3, help='timed rounds of the teacher-runtime section')
     parser.add_argument('--distance', choices=('l1', 'l2', 'cosine'), default='l2', help='FACDContrastiveLoss')
     parser.add_argument('--num-negatives', type=int, help='K of FACDContrastiveLoss (default: batch - 1)')
@@ -295,21 +346,29 @@ def describe(args) -> str:
 
 
 def main() -> None:
+    quiet_profiler()
     args = parse_args()
     torch.set_num_threads(args.threads)
     cfg = CONFIGS[args.config]
     t, s = cfg['teacher'], cfg['student']
     print(f'config {args.config}: teacher {arch_name(t)} -> student {arch_name(s)}, x{s["upscale"]}, '
           f'batch {args.batch}, LR {args.lr_size}; torch {torch.__version__}; {describe(args)}; float32; '
-          f'median of {args.repeats} round-robin rounds after {args.warmup} warm-up')
+          f'{"feature loss compiled; " if args.compile_feature_loss else ""}'
+          f'breakdown: median of {args.repeats} round-robin rounds after {args.warmup} warm-up')
+    start = time.perf_counter()
+    if not args.skip_runtime:  # first, so that the headline is the last line
+        runtime_section(cfg, args)
     if not args.skip_steps:
         with tempfile.TemporaryDirectory() as root:
             data = photo_batch([load_photo(n) for n in FIT_PHOTOS], args.batch, args.lr_size, s['upscale'],
                                np.random.default_rng(0), args.device)
             feature = {'distance': args.distance, 'num_negatives': args.num_negatives}
-            step_section(build_models(cfg, root, args.batch, args.device, data, feature), args)
-    if not args.skip_runtime:
-        runtime_section(cfg, args)
+            train_extra = {'compile_feature_loss': True} if args.compile_feature_loss else None
+            models = build_models(cfg, root, args.batch, args.device, data, feature, train_extra)
+            if not args.skip_breakdown:
+                breakdown_section(models, args)
+            headline_section(models, args)
+    print(f'({time.perf_counter() - start:.0f} s)')
 
 
 if __name__ == '__main__':

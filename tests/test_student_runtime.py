@@ -67,6 +67,8 @@ def net_g_state(model):
     ({'grad_clip_norm': 0}, 'train.grad_clip_norm'),
     ({'grad_clip_norm': True}, 'train.grad_clip_norm'),
     ({'grad_clip_norm': '1.0'}, 'train.grad_clip_norm'),
+    ({'compile_feature_loss': 'yes'}, 'train.compile_feature_loss'),
+    ({'compile_feature_loss': {'backend': 'eager', 'fullgrap': True}}, 'train.compile_feature_loss'),
 ])
 def test_bad_options_are_refused_at_start_up_naming_the_key(tmp_path, train, option):
     with pytest.raises(ValueError, match=option.replace('.', r'\.')):
@@ -225,6 +227,18 @@ def test_compiled_student_keeps_its_taps_and_trains_as_eager(tmp_path):
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in compiled.net_adapter.parameters())
 
 
+def test_compiled_feature_loss_gives_the_eager_loss(tmp_path):
+    batches = photo_batches(2)
+    eager = build(opt_with(tmp_path / 'a'))
+    compiled = build(opt_with(tmp_path / 'b', compile_feature_loss={'backend': 'aot_eager'}))
+    assert type(compiled.cri_feat) is type(eager.cri_feat) and 'forward' in vars(compiled.cri_feat)
+    assert 'forward' not in vars(eager.cri_feat)
+    for i, batch in enumerate(batches):
+        log_e, log_c = step(eager, batch, i + 1), step(compiled, batch, i + 1)
+        for key in ('l_feat', 'l_feat_tap0', 'd_pos', 'd_neg'):
+            assert log_c[key] == pytest.approx(log_e[key], rel=1e-5), key
+
+
 def test_tf32_sets_the_cuda_flags_and_none_leaves_them():
     before = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
     try:
@@ -304,3 +318,67 @@ def test_bf16_training_through_the_entry_point_resumes_bit_identically(tmp_path)
     student = build_network({k: v for k, v in yaml.safe_load(open(option_file))['network_g'].items()})
     student.load_state_dict(torch.load(models['straight'] / 'net_g_latest.pth', weights_only=True)['params'],
                             strict=True)
+
+
+# ---------------------------------------------------------------------------------------------- tap copies (a lever)
+def test_taps_copy_only_the_maps_their_network_writes_in_place():
+    """EDSR adds the global skip in place onto conv_after_body's output; its body blocks' outputs are never written.
+    After the first pass only conv_after_body is copied; the body maps handed over are the blocks' own outputs."""
+    from facd_basicsr.distill.feature_taps import FeatureTaps
+    net = build_network(dict(STUDENT, num_block=2))
+    taps = FeatureTaps(net, ['body.0', 'body.1', 'conv_after_body'], 'distill.student_taps')
+    lq = photo_batches(1)[0]['lq'].contiguous()  # (a channels-last input gives channels-last maps: converted)
+    assert taps.needs_copy == [None, None, None]
+    inputs = []
+    handle = net.body[1].register_forward_pre_hook(lambda m, args: inputs.append(args[0]))
+    for _ in range(2):
+        with taps:
+            net(lq)
+        feats = taps.pop()
+    handle.remove()
+    assert taps.needs_copy == [False, False, True]
+    assert feats[0] is inputs[-1]  # body.0's output itself, not a copy
+    with torch.no_grad():
+        before_skip = net.conv_after_body(net.body(net.conv_first((lq - net.mean) * net.img_range)))
+    assert torch.allclose(feats[2], before_skip)  # the copy taken before `res += x`
+
+
+class LateInPlace(torch.nn.Module):
+    """Writes into its first layer's output in place from the second call on."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv, self.calls = torch.nn.Conv2d(3, 3, 1), 0
+
+    def forward(self, x):
+        y = self.conv(x)
+        self.calls += 1
+        if self.calls > 1:
+            y += 1
+        return y
+
+
+def test_a_map_written_in_place_after_the_first_pass_is_refused_not_handed_over_stale():
+    from facd_basicsr.distill.feature_taps import FeatureTaps
+    net = LateInPlace()
+    taps = FeatureTaps(net, ['conv'], 'distill.teacher_taps')
+    with torch.no_grad(), taps:
+        net(torch.rand(1, 3, 4, 4))
+    taps.pop()
+    assert taps.needs_copy == [False]
+    with torch.no_grad(), taps:
+        net(torch.rand(1, 3, 4, 4))
+    with pytest.raises(RuntimeError, match='conv was modified in place'):
+        taps.pop()
+
+
+def test_persistent_and_inference_mode_taps_always_copy():
+    from facd_basicsr.distill.feature_taps import FeatureTaps
+    net = build_network(dict(STUDENT))
+    persistent = FeatureTaps(net, ['body.0'], 'distill.teacher_taps', persistent=True)
+    assert persistent.needs_copy == [True]
+    persistent.detach()
+    taps = FeatureTaps(net, ['body.0'], 'distill.teacher_taps')
+    with torch.inference_mode(), taps:
+        net(photo_batches(1)[0]['lq'])
+    assert taps.pop()[0].is_inference() and taps.needs_copy == [None]  # nothing learnt from inference tensors

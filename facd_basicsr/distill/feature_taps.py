@@ -51,8 +51,12 @@ class FeatureTaps:
     and does not notice hooks added later, so a compiled network needs them there from the start. :meth:`detach`
     removes them in both modes. Paths are resolved at construction, so a wrong path fails at start-up.
 
-    The recorded maps are copies: BasicSR's EDSR and RCAN add the global skip in place (``res += x``) onto the
-    output of ``conv_after_body``, which would otherwise change the stored tensor after the hook ran.
+    Copies: BasicSR's EDSR and RCAN add the global skip in place (``res += x``) onto the output of
+    ``conv_after_body``, which would change a stored reference after the hook ran. So the first recorded pass copies
+    every map and watches the originals' version counters; from then on only the taps whose output was written in
+    place get a copy, the others are stored as they are (a map that is float32 and contiguous already; others are
+    converted, which is a copy anyway). A later pass that writes into a map stored uncopied raises at :meth:`pop`
+    instead of handing over a changed map. Persistent taps (compiled networks) always copy.
 
     Args:
         net (nn.Module): the bare network (not a DDP wrapper).
@@ -70,6 +74,9 @@ class FeatureTaps:
         self._hooks = [self._make_hook(i) for i in range(len(self.paths))]
         self._handles = []
         self._features: List[Optional[torch.Tensor]] = [None] * len(self.paths)
+        # per tap: None until the first recorded pass has shown whether the module's output is written in place
+        self.needs_copy: List[Optional[bool]] = [True if persistent else None] * len(self.paths)
+        self._watched: List[Optional[tuple]] = [None] * len(self.paths)  # (map, its version) when stored uncopied
         if persistent:
             self.attach()
 
@@ -103,9 +110,19 @@ class FeatureTaps:
         def hook(module, inputs, output):
             if not self.recording:
                 return
-            # a copy as float32 in the default layout (the teacher may run under autocast or channels_last)
+            # float32 in the default layout (the teacher may run under autocast or channels_last)
             feature = as_feature_map(output, inputs)
-            self._features[index] = feature.to(torch.float32, memory_format=torch.contiguous_format, copy=True)
+            needs_copy = self.needs_copy[index]
+            if needs_copy is True or feature.is_inference():  # inference tensors have no version counter
+                self._features[index] = feature.to(torch.float32, memory_format=torch.contiguous_format, copy=True)
+                return
+            if needs_copy is False and feature.dtype == torch.float32 and feature.is_contiguous():
+                stored = feature  # (``.to`` with a memory_format would copy even here)
+            else:
+                stored = feature.to(torch.float32, memory_format=torch.contiguous_format, copy=True)
+            watched = feature if needs_copy is None else stored  # learning: the original; else what is handed over
+            self._features[index] = stored
+            self._watched[index] = (watched, watched._version)
 
         return hook
 
@@ -114,5 +131,15 @@ class FeatureTaps:
         missing = [path for path, feat in zip(self.paths, self._features) if feat is None]
         if missing:
             raise RuntimeError(f'{self.option}: {", ".join(missing)} did not run in the last forward pass')
+        for index, watched in enumerate(self._watched):
+            if watched is None:
+                continue
+            written = watched[0]._version != watched[1]
+            if self.needs_copy[index] is None:
+                self.needs_copy[index] = written  # learnt from the first recorded pass, whose maps were copies
+            elif written:
+                raise RuntimeError(f'{self.option}: the output of {self.paths[index]} was modified in place after '
+                                   'its hook ran, although the first pass did not do so; the stored map is stale')
+        self._watched = [None] * len(self.paths)
         feats, self._features = self._features, [None] * len(self.paths)
         return feats

@@ -14,6 +14,9 @@ float32 step bit for bit::
       tf32: ~                # ~ leaves torch's defaults; true allows TF32 in CUDA matmuls and cuDNN convolutions,
                              #   false forbids both (process-wide: the teacher is affected too)
       grad_clip_norm: ~      # clip the global gradient norm of student + adapters to this value (> 0)
+      compile_feature_loss: false   # true, or torch.compile arguments: the feature loss (train.feature_opt) compiled;
+                             #   its elementwise passes fuse (the contrastive loss forward + backward ran 4x faster
+                             #   on our CPU, benchmarks/levers.py), results equal to float32 rounding, not bit for bit
 
 What runs in which precision: only the student's forward runs under autocast (its backward follows the dtypes the
 forward recorded). Its output is cast to float32 before any loss; the tapped maps are float32 copies
@@ -31,7 +34,7 @@ from typing import Dict, Iterable, Optional
 import torch
 from torch import Tensor, nn
 
-STUDENT_KEYS = ('amp', 'grad_scaler', 'channels_last', 'compile', 'tf32', 'grad_clip_norm')
+STUDENT_KEYS = ('amp', 'grad_scaler', 'channels_last', 'compile', 'tf32', 'grad_clip_norm', 'compile_feature_loss')
 AMP_DTYPES = {None: None, 'bf16': torch.bfloat16, 'fp16': torch.float16}
 SCALER_KEYS = ('init_scale', 'growth_factor', 'backoff_factor', 'growth_interval')
 COMPILE_KEYS = ('mode', 'backend', 'fullgraph', 'dynamic')
@@ -49,8 +52,8 @@ def channels_last_option(train_opt: Optional[dict]) -> bool:
     return value
 
 
-def compile_option(value) -> Optional[dict]:
-    """``train.compile`` as ``torch.compile`` keyword arguments, or None when off."""
+def compile_option(value, option: str = 'train.compile') -> Optional[dict]:
+    """``train.compile`` (or ``option``) as ``torch.compile`` keyword arguments, or None when off."""
     if value is None or value is False:
         return None
     if value is True:
@@ -58,9 +61,9 @@ def compile_option(value) -> Optional[dict]:
     if isinstance(value, dict):
         unknown = sorted(set(value) - set(COMPILE_KEYS))
         if unknown:
-            raise ValueError(f'train.compile: unknown key(s) {unknown}. Known: {", ".join(COMPILE_KEYS)}')
+            raise ValueError(f'{option}: unknown key(s) {unknown}. Known: {", ".join(COMPILE_KEYS)}')
         return dict(value)
-    raise ValueError(f'train.compile must be true, false or a dict of torch.compile arguments '
+    raise ValueError(f'{option} must be true, false or a dict of torch.compile arguments '
                      f'({", ".join(COMPILE_KEYS)}), got {value!r}')
 
 
@@ -136,6 +139,8 @@ class StudentRuntime:
         self.scaler = torch.amp.GradScaler(self.device.type, **scaler_kwargs) if self.amp == 'fp16' else None
         self.channels_last = channels_last_option(train_opt)
         self.compile_kwargs = compile_option(train_opt.get('compile', False))
+        self.loss_compile_kwargs = compile_option(train_opt.get('compile_feature_loss', False),
+                                                  'train.compile_feature_loss')
         self.tf32 = train_opt.get('tf32')
         if self.tf32 is not None and not _is_bool(self.tf32):
             raise ValueError(f'train.tf32 must be true, false or ~ (torch defaults), got {self.tf32!r}')
@@ -151,6 +156,12 @@ class StudentRuntime:
     def __repr__(self) -> str:
         return (f'StudentRuntime(amp={self.amp}, channels_last={self.channels_last}, compile={self.compile_kwargs}, '
                 f'tf32={self.tf32}, grad_clip_norm={self.grad_clip_norm})')
+
+    def prepare_feature_loss(self, loss: Optional[nn.Module]) -> None:
+        """With ``compile_feature_loss``, make ``loss`` run its ``forward`` compiled (the module, its attributes and
+        its type stay; a second gate mode or shape compiles once more)."""
+        if loss is not None and self.loss_compile_kwargs is not None:
+            loss.forward = torch.compile(loss.forward, **self.loss_compile_kwargs)
 
     # ------------------------------------------------------------------ forward
     def autocast(self):

@@ -99,6 +99,7 @@ class FACDModel(SRModel):
             self.cri_feat = check_feature_loss(build_loss(train_opt['feature_opt'])).to(self.device)
         self.gate = AdaptiveGate(**(self.distill_opt.get('gate') or {}))
         self.student_runtime = StudentRuntime(train_opt, self.device)  # train.amp, compile, ...: checked here
+        self.student_runtime.prepare_feature_loss(self.cri_feat)  # train.compile_feature_loss
         resume = self._read_resume_record()
         self.net_t = self._build_teacher(resume.get('teacher'))
         self.run_teacher = TeacherRunner(
