@@ -274,3 +274,15 @@ def test_perceptual_opt_is_used_as_srmodel_uses_it(tmp_path):
         before = build(make_opt(tmp_path, FD)).net_g(batch['lq'])  # same seed: the student before the step
     assert log['l_percep'] == pytest.approx(2.0 * ((before - batch['gt'])**2).mean().item(), rel=1e-5)
     assert 'l_style' not in log
+
+
+def test_gate_log_writes_the_share_kept_and_the_advantage_of_every_iteration(tmp_path):
+    from facd_basicsr.distill.gate_log import read_gate_log
+    model = build(make_opt(tmp_path, FD, gate={'mode': 'top_fraction', 'fraction': 0.5}, gate_log=True))
+    logs = [step(model, batch, i + 1) for i, batch in enumerate(photo_batches(2))]
+    rows = read_gate_log(osp.join(model.opt['path']['log'], 'gate_log.csv'))
+    assert [row['iter'] for row in rows] == [1, 2]
+    for row, log in zip(rows, logs):
+        assert row['gate_on'] == pytest.approx(0.5) and log['gate_on'] == pytest.approx(0.5)
+        assert row['adv_min'] <= row['adv_p10'] <= row['adv_p50'] <= row['adv_p90'] <= row['adv_max']
+        assert row['adv_p50'] == pytest.approx(log['gate_adv_p50'], abs=1e-3)

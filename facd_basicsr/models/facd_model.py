@@ -11,7 +11,8 @@ Options (besides SRModel's)::
       teacher_taps: [body.2, body.6, conv_after_body]     # module paths, hooked
       student_taps: [body.2, body.6, conv_after_body]
       adapter: {type: FACDAdapter, kind: conv1x1}         # channels come from a dry run
-      gate: {mode: teacher_better, margin: 0.0}           # or top_fraction (fraction) or always
+      gate: {mode: teacher_better, margin: 0.0}           # or top_fraction, advantage_ramp, textured, always
+      gate_log: false                                     # true: gate_log.csv, share kept + advantage per iter
       teacher_check: true                                 # teacher must beat bicubic on the first val images
       feature_ramp_iters: 0                               # feature-loss weight x min(1, iter / N); 0 = off
     train:
@@ -41,7 +42,8 @@ from facd_basicsr.distill.checkpoint import (CheckpointWriteError, atomic_torch_
 from facd_basicsr.distill.data_order import TRACKER, preserved_rng
 from facd_basicsr.distill.degrade import bicubic_round_trip
 from facd_basicsr.distill.feature_taps import FeatureTaps
-from facd_basicsr.distill.gate import AdaptiveGate
+from facd_basicsr.distill.gate import AdaptiveGate, gate_options
+from facd_basicsr.distill.gate_log import GateLog, advantage_stats
 from facd_basicsr.distill.nonfinite import check_finite_state, check_step, check_weights, newest_checkpoint
 from facd_basicsr.distill.option_checks import check_training_options, nonfinite_mode
 from facd_basicsr.distill.resume import read_training_state
@@ -52,7 +54,7 @@ from facd_basicsr.registry import register_once
 
 DISTILL_KEYS = ('teacher_taps', 'student_taps', 'adapter', 'gate', 'teacher_check', 'teacher_check_images',
                 'dry_run_size', 'teacher_amp', 'teacher_channels_last', 'teacher_compile', 'teacher_fp32_modules',
-                'feature_ramp_iters')
+                'feature_ramp_iters', 'gate_log')
 DEFAULT_ADAPTER = {'type': 'FACDAdapter', 'kind': 'conv1x1'}
 
 
@@ -97,9 +99,11 @@ class FACDModel(SRModel):
         self.cri_feat = None
         if train_opt.get('feature_opt'):  # a FeatureLoss: uses_adapter, needs_degraded_features, validate_batch_size
             self.cri_feat = check_feature_loss(build_loss(train_opt['feature_opt'])).to(self.device)
-        self.gate = AdaptiveGate(**(self.distill_opt.get('gate') or {}))
+        gate_log = self.distill_opt.get('gate_log', False)
+        self.gate = AdaptiveGate(**gate_options(self.distill_opt.get('gate')), track_advantage=bool(gate_log))
+        self.gate_log = GateLog(osp.join(self.opt['path']['log'], 'gate_log.csv')) if gate_log and self.opt.get(
+            'rank', 0) == 0 else None
         self.student_runtime = StudentRuntime(train_opt, self.device)  # train.amp, compile, ...: checked here
-        self.student_runtime.prepare_feature_loss(self.cri_feat)  # train.compile_feature_loss
         resume = self._read_resume_record()
         self.net_t = self._build_teacher(resume.get('teacher'))
         self.run_teacher = TeacherRunner(
@@ -263,6 +267,11 @@ class FACDModel(SRModel):
                     loss_dict[key] = term
         gate = self.gate(self.output, sr_t, self.gt)
         loss_dict['gate_on'] = gate.mean()
+        if self.gate.advantage is not None:
+            stats = advantage_stats(self.gate.advantage)
+            loss_dict.update((f'gate_{k}', gate.new_tensor(stats[k])) for k in ('adv_p10', 'adv_p50', 'adv_p90'))
+        if self.gate_log is not None:
+            self.gate_log.write(current_iter, gate, self.gate.advantage)
         if self.cri_kd is not None:
             l_kd = self._kd_loss(sr_t, gate)
             l_total = l_total + l_kd
@@ -289,6 +298,8 @@ class FACDModel(SRModel):
 
     def _kd_loss(self, sr_t: torch.Tensor, gate: torch.Tensor) -> torch.Tensor:
         """Gated output KD: with L1/MSE criteria, masking both sides gives (1/N) sum_i g_i L(SR^S_i, SR^T_i).
+
+        For a soft gate (``advantage_ramp``) this holds for L1; under MSE the weight enters squared (g_i^2).
 
         Gated-out patches are multiplied by zero, never skipped: every parameter then gets a gradient each step, which
         DDP needs (no find_unused_parameters), even when a rank's gate is all zero.
