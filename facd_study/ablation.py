@@ -16,8 +16,8 @@ from basicsr.archs import build_network
 from facd_basicsr.tools.bicubic import bicubic_upscale
 from facd_basicsr.tools.common import load_network
 from facd_study.demo_data import TRAIN_PHOTOS, build_demo_sets
-from facd_study.experiment import (DELETE, REPO_ROOT, TrainJob, is_trained, latest_weights, load_options, run_jobs,
-                                   with_overrides)
+from facd_study.experiment import (DELETE, REPO_ROOT, TrainJob, is_trained, latest_weights, load_options, run_cache,
+                                   run_jobs, with_overrides)
 from facd_study.scoring import (format_mean_std, markdown_table, mean_scores, read_pairs, score_outputs, seed_values,
                                 split_scores)
 from facd_study.teacher_slice import sliced_state
@@ -161,7 +161,7 @@ def train_rows(rows: Sequence[Row], seeds: Sequence[int], prefix: str, out: str,
             opt = row.options(seed, prefix)
             jobs.append(TrainJob(opt, f'{out}/options/{opt["name"]}.yml', f'{out}/logs/{opt["name"]}.log',
                                  f'{row.key} s{seed}', after=teacher_name if row.needs_teacher else ''))
-    run_jobs(jobs, parallel=parallel)
+    run_jobs(jobs, parallel=parallel, cache=run_cache())
 
 
 def last_logged(log_path: str, key: str) -> float:

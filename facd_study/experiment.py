@@ -163,6 +163,48 @@ def _finish(job: TrainJob, root: str) -> Optional[str]:
     return f'run {job.name} failed (exit code {code}, log {job.log_path}):\n{tail}'
 
 
+def run_cache() -> str:
+    """Folder outside the work tree that keeps finished runs: ``$FACD_STUDY_CACHE``, else
+    ``~/.cache/facd-basicsr/runs``. A study spread over sessions whose work trees are laid anew (experiments/ is
+    not committed) finds its teacher and finished rows there, on a machine that is kept."""
+    return os.environ.get('FACD_STUDY_CACHE') or osp.join(osp.expanduser('~'), '.cache', 'facd-basicsr', 'runs')
+
+
+def _run_files(name: str, root: str) -> List[str]:
+    """What a finished run leaves that the tables read: weights, options, its newest BasicSR log, gate_log.csv."""
+    folder = osp.join(root, 'experiments', name)
+    logs = sorted(f for f in os.listdir(folder) if f.startswith('train_') and f.endswith('.log'))
+    files = [osp.join('models', 'net_g_latest.pth'), 'run_options.yml'] + logs[-1:]
+    return files + (['gate_log.csv'] if osp.isfile(osp.join(folder, 'gate_log.csv')) else [])
+
+
+def cache_run(name: str, root: str, cache: str) -> None:
+    """Copy a finished run's files into ``cache/<name>/`` (once)."""
+    target = osp.join(cache, name)
+    if osp.isfile(osp.join(target, 'run_options.yml')):
+        return
+    for rel in _run_files(name, root):
+        os.makedirs(osp.dirname(osp.join(target + '.partial', rel)), exist_ok=True)
+        shutil.copy2(osp.join(root, 'experiments', name, rel), osp.join(target + '.partial', rel))
+    shutil.rmtree(target, ignore_errors=True)
+    os.replace(target + '.partial', target)  # complete or absent
+
+
+def restore_run(opt: dict, root: str, cache: str) -> bool:
+    """Put a cached run of exactly ``opt`` back into ``experiments/``; True when it is trained afterwards."""
+    source = osp.join(cache, opt['name'])
+    stored = osp.join(source, 'run_options.yml')
+    if not osp.isfile(stored) or load_options(stored) != _plain(opt):
+        return False
+    target = osp.join(root, 'experiments', opt['name'])
+    for folder, _, names in os.walk(source):
+        for file_name in names:
+            rel = osp.relpath(osp.join(folder, file_name), source)
+            os.makedirs(osp.dirname(osp.join(target, rel)), exist_ok=True)
+            shutil.copy2(osp.join(folder, file_name), osp.join(target, rel))
+    return is_trained(opt, root)
+
+
 def _raise_exit(signum, frame) -> None:
     raise SystemExit(f'stopped by signal {signum}')
 
@@ -179,7 +221,7 @@ def _next_ready(pending: List[TrainJob], running: Dict[int, TrainJob]) -> Option
 
 
 def run_jobs(jobs: List[TrainJob], parallel: int = 1, root: str = '.', poll_s: float = 2., force: bool = False,
-             threads: int = 1) -> List[str]:
+             threads: int = 1, cache: Optional[str] = None) -> List[str]:
     """Train every job that is not trained yet, ``parallel`` at a time, each with a progress bar.
 
     Args:
@@ -190,6 +232,8 @@ def run_jobs(jobs: List[TrainJob], parallel: int = 1, root: str = '.', poll_s: f
         force (bool): train even the runs that are already trained. Default: False.
         threads (int): torch threads per run. Default: 1: on a busy CPU a multi-threaded run spends most of its time
             waiting for its own descheduled threads (measured 10x slower), so use processes, not threads.
+        cache (str | None): with a folder (e.g. :func:`run_cache`), runs missing from ``experiments/`` are restored
+            from it when it holds them with the same options, and every finished run is copied into it.
 
     Returns:
         list[str]: names of the runs trained now (reused runs are not listed).
@@ -197,6 +241,10 @@ def run_jobs(jobs: List[TrainJob], parallel: int = 1, root: str = '.', poll_s: f
     Raises:
         RuntimeError: after the other runs finished, when at least one run failed; the message holds its log tail.
     """
+    if cache and not force:
+        for job in jobs:
+            if not is_trained(job.opt, root):
+                restore_run(job.opt, root, cache)
     pending = [job for job in jobs if force or not is_trained(job.opt, root)]
     running: Dict[int, TrainJob] = {}  # progress-bar slot -> job
     bars: Dict[str, tqdm] = {}
@@ -225,6 +273,9 @@ def run_jobs(jobs: List[TrainJob], parallel: int = 1, root: str = '.', poll_s: f
                         errors.append(error)
                     else:
                         trained.append(job.name)
+        for job in jobs if cache else ():
+            if is_trained(job.opt, root):
+                cache_run(job.name, root, cache)
     finally:
         signal.signal(signal.SIGTERM, previous)
         for job in running.values():  # interrupted: do not leave orphans behind

@@ -23,7 +23,7 @@ sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
 import facd_basicsr  # noqa: E402,F401  (compat alias before basicsr)
 from facd_study.ablation import SCALES, reference_scores, report_markdown, score_rows, train_rows  # noqa: E402
-from facd_study.experiment import TrainJob, load_options, run_jobs  # noqa: E402
+from facd_study.experiment import TrainJob, load_options, run_cache, run_jobs  # noqa: E402
 from facd_study.study_rows import GROUPS, PREFIX, X4_GROUPS, X4_PREFIX, registry, x4_registry  # noqa: E402
 
 OUT = 'results/study'
@@ -48,7 +48,7 @@ def train_teacher(scale) -> None:
     scale.build_data()
     teacher = load_options(scale.teacher_options)
     out = f'{OUT}/{scale.name}'
-    run_jobs([TrainJob(teacher, f'{out}/options/teacher.yml', f'{out}/logs/teacher.log', 'teacher')])
+    run_jobs([TrainJob(teacher, f'{out}/options/teacher.yml', f'{out}/logs/teacher.log', 'teacher')], cache=run_cache())
     for name, scores in reference_scores(scale).items():
         print(name, ', '.join(f'{key} {value:.4f}' for key, value in scores.items()))
 

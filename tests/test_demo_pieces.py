@@ -2,6 +2,7 @@
 import importlib.util
 import math
 import os.path as osp
+import shutil
 
 import cv2
 import lmdb
@@ -199,3 +200,19 @@ def test_jobs_wait_for_their_after_run():
     assert _next_ready(pending, running).name == 'facd'
     with pytest.raises(ValueError, match='wait for each other'):
         _next_ready([job('a', after='b'), job('b', after='a')], {})
+
+
+def test_a_cached_run_is_restored_instead_of_trained(run_dir, tmp_path_factory):
+    from facd_study.experiment import restore_run
+    cache = str(tmp_path_factory.mktemp('cache'))
+    opt = with_overrides(load_options(osp.join(REPO_ROOT, 'options', 'tiny', 'train_teacher_tiny_x2.yml')), {
+        'name': 'cached_run', 'train.total_iter': 2, 'logger.print_freq': 1, 'logger.use_tb_logger': False,
+        'val': DELETE})
+    job = TrainJob(opt, str(run_dir / 'gen' / 'c.yml'), str(run_dir / 'logs' / 'c.log'))
+    assert run_jobs([job], root=str(run_dir), poll_s=0.2, cache=cache) == ['cached_run']
+    weights = open(latest_weights('cached_run', str(run_dir)), 'rb').read()
+    shutil.rmtree(run_dir / 'experiments')  # a new work tree
+    assert not restore_run(with_overrides(opt, {'train.total_iter': 3}), str(run_dir), cache)  # other options
+    assert run_jobs([job], root=str(run_dir), poll_s=0.2, cache=cache) == []  # restored, not trained
+    assert open(latest_weights('cached_run', str(run_dir)), 'rb').read() == weights
+    assert is_trained(opt, str(run_dir))
