@@ -6,11 +6,13 @@ import hashlib
 import logging
 import os
 import os.path as osp
+import re
 import shutil
 import subprocess
 import sys
 
 import basicsr
+import lmdb
 import pytest
 import torch
 from basicsr.data import build_dataset
@@ -130,6 +132,22 @@ def test_unreadable_image_names_dataset_and_file(run_dir, tmp_path):
         f"'{data / 'gt' / 'coffee.png'}'; while reading the file {broken}): ValueError: 200 bytes that do not decode "
         'as an image (corrupt or truncated)')
     assert dataset[index - 1]['lq'].shape == (3, 16, 16)  # the other records still load
+
+
+def test_key_missing_from_an_lmdb_names_dataset_key_and_lmdb(run_dir, tmp_path):
+    for name in ('gt.lmdb', 'lq_x2.lmdb'):
+        shutil.copytree(run_dir / 'datasets' / 'sample' / 'train' / name, tmp_path / name)
+    with lmdb.open(str(tmp_path / 'gt.lmdb'), map_size=1 << 30) as env, env.begin(write=True) as txn:
+        assert txn.delete(b'rocket')  # listed in meta_info.txt, gone from the database
+    dataset = build_dataset({
+        'name': 'my_lmdb', 'type': 'PairedImageDataset', 'phase': 'train', 'scale': 2, 'gt_size': 32,
+        'dataroot_gt': str(tmp_path / 'gt.lmdb'), 'dataroot_lq': str(tmp_path / 'lq_x2.lmdb'),
+        'io_backend': {'type': 'lmdb'}, 'use_hflip': True, 'use_rot': True})
+    index = next(i for i, p in enumerate(dataset.paths) if p['gt_path'] == 'rocket')
+    with pytest.raises(DataRecordError, match=re.escape(
+            f"dataset 'my_lmdb' (PairedImageDataset), item {index} (lq_path 'rocket', gt_path 'rocket'; while reading "
+            f"the gt key 'rocket' of the LMDB {tmp_path / 'gt.lmdb'}): KeyError")):
+        dataset[index]
 
 
 def test_uninstall_keeps_a_user_edit_and_says_so(checkout):

@@ -133,25 +133,42 @@ def start_killable(cwd, cmd):
                             stderr=subprocess.PIPE, text=True, start_new_session=True)
 
 
+def kill_mid_run(work, name, total_iter, force, rng):
+    """Start a run and SIGKILL it at a random moment: 0-50 ms after its checkpoint k (k random in 1..total-2).
+
+    A checkpoint is written every iteration, so the kill lands in a training step or in a checkpoint write. Retried
+    with a shorter delay if the run finished first. Returns (k, delay, the training states the killed run left).
+    """
+    exp = osp.join(work, 'experiments', name)
+    k = rng.randint(1, total_iter - 2)
+    for attempt in range(4):
+        delay = rng.uniform(0, 0.05) / 4**attempt
+        print(f'SIGKILL {delay:.3f} s after checkpoint {k}')  # shown when the test fails
+        proc = start_killable(work, args(name, total_iter, *force))
+        state = osp.join(exp, 'training_states', f'{k}.state')
+        while proc.poll() is None and not osp.exists(state):
+            time.sleep(0.005)
+        time.sleep(delay)
+        os.killpg(proc.pid, signal.SIGKILL)  # the run and its dataloader workers
+        proc.wait()
+        left = sorted(os.listdir(osp.dirname(state)))
+        if f'{total_iter}.state' not in left:
+            return k, delay, left
+        shutil.rmtree(exp)  # it had finished before the kill: try again
+    raise AssertionError('the run always finished before the kill')
+
+
 def test_sigkill_at_a_random_moment_then_auto_resume_equals_a_straight_run_with_workers(work):
-    """2 dataloader workers; checkpoints every iteration; SIGKILL between 0 and 1.5 s after the first checkpoint."""
+    """2 dataloader workers; a checkpoint every iteration; SIGKILL at a random moment, then --auto_resume."""
     workers = ['datasets:train:num_worker_per_gpu=2', 'logger:save_checkpoint_freq=1', *NO_VAL]
-    train(work, 'straight_w2', 6, *workers)
-    delay = random.Random(os.environ.get('FAULTS_SEED', str(time.time_ns()))).uniform(0, 1.5)
-    print(f'SIGKILL {delay:.2f} s after the first checkpoint')  # shown when the test fails
-    proc = start_killable(work, args('killed_w2', 6, *workers))
-    states = osp.join(work, 'experiments', 'killed_w2', 'training_states')
-    while proc.poll() is None and not glob.glob(osp.join(states, '*.state')):
-        time.sleep(0.02)
-    time.sleep(delay)
-    os.killpg(proc.pid, signal.SIGKILL)  # the run and its dataloader workers
-    proc.wait()
-    left = sorted(os.listdir(states))
-    resumed = train(work, 'killed_w2', 6, *workers, auto_resume=True)
+    train(work, 'straight_w2', 8, *workers)
+    rng = random.Random(os.environ.get('FAULTS_SEED', str(time.time_ns())))
+    k, delay, left = kill_mid_run(work, 'killed_w2', 8, workers, rng)
+    resumed = train(work, 'killed_w2', 8, *workers, auto_resume=True)
     exp = osp.join(work, 'experiments', 'killed_w2')
     log = open(sorted(glob.glob(osp.join(exp, 'train_*.log')), key=osp.getmtime)[-1]).read()
-    assert 'Resuming training from epoch: 0, iter: ' in log, (delay, left, resumed.stderr[-2000:])
-    assert_same_weights(net_g(work, 'killed_w2', 6), net_g(work, 'straight_w2', 6))
+    assert 'Resuming training from epoch: 0, iter: ' in log, (k, delay, left, resumed.stderr[-2000:])
+    assert_same_weights(net_g(work, 'killed_w2', 8), net_g(work, 'straight_w2', 8))
 
 
 def test_diverging_loss_stops_at_the_step_naming_terms_and_lmdb_keys(work):
