@@ -104,6 +104,18 @@ def test_teacher_of_facd_model(hostile, tmp_path):
     assert not marker.exists()
 
 
+def test_student_initialisation_file(hostile, tmp_path):
+    files, marker, good = hostile
+    for kind, path in files.items():
+        opt = make_opt(tmp_path, path={'pretrain_network_g': path, 'strict_load_g': True})
+        with pytest.raises(CheckpointError) as info:
+            build_model(opt)
+        assert f'path.pretrain_network_g: cannot load the student checkpoint {path}: {REASONS[kind]}' in \
+            str(info.value)
+    assert not marker.exists()
+    build_model(make_opt(tmp_path, path={'pretrain_network_g': good, 'strict_load_g': True}))
+
+
 def test_teacher_with_non_finite_weights_is_refused_at_start_up(tmp_path):
     torch.manual_seed(0)
     state = build_network(TEACHER).state_dict()

@@ -344,6 +344,11 @@ class FACDModel(SRModel):
             super().validation(dataloader, current_iter, tb_logger, save_img)
 
     # ------------------------------------------------------------------ checkpoints
+    def load_network(self, net, load_path: str, strict: bool = True, param_key='params') -> None:
+        """BasicSR's ``load_network`` (student, EMA), after a safe read whose errors name the file and the option."""
+        safe_torch_load(load_path, 'path.pretrain_network_g', 'student checkpoint')
+        super().load_network(net, load_path, strict, param_key)
+
     def save(self, epoch: int, current_iter: int) -> None:
         """Adapters and teacher identity, then net_g (+ EMA), then the training state: the ``.state`` last.
 
