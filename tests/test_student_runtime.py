@@ -9,6 +9,8 @@ import glob
 import os
 import os.path as osp
 import re
+import subprocess
+import sys
 
 import cv2
 import numpy as np
@@ -289,28 +291,39 @@ def one_photo_option_file(root):
     return str(path)
 
 
+ONE_THREAD = {'OMP_NUM_THREADS': '1'}  # as torchrun sets it: thread counts change convolutions' summation order
+
+
 def train(cwd, option_file, *force, flags=()):
-    result = run_python([TRAIN, '-opt', option_file, *flags, '--force_yml', *force], cwd)
+    result = run_python([TRAIN, '-opt', option_file, *flags, '--force_yml', *force], cwd, env=ONE_THREAD)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return result
 
 
-def test_bf16_training_through_the_entry_point_resumes_bit_identically(tmp_path):
+def test_bf16_training_through_the_entry_point_resumes_bit_identically_and_runs_under_ddp(tmp_path):
     """bf16 + EMA + clipping + channels_last: 4 iterations straight == 2, --auto_resume, 2 more (every tensor of
-    net_g and its EMA equal); losses finite; the checkpoint is a plain EDSR for stock BasicSR."""
+    net_g and its EMA equal); losses finite; the checkpoint is a plain EDSR for stock BasicSR. And torchrun with 2
+    CPU ranks (gloo, DDP) gives the same weights: every rank's batch is the same photo, so the averaged gradients
+    are each rank's own, exactly (g + g and / 2 are exact in float)."""
     option_file = one_photo_option_file(tmp_path)
     train(tmp_path, option_file, 'name=straight', 'train:total_iter=4')
     train(tmp_path, option_file, 'name=resumed', 'train:total_iter=2')
     train(tmp_path, option_file, 'name=resumed', 'train:total_iter=4', flags=['--auto_resume'])
-    models = {name: tmp_path / 'experiments' / name / 'models' for name in ('straight', 'resumed')}
+    torchrun = [sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node=2']
+    ddp = subprocess.run([*torchrun, TRAIN, '-opt', option_file, '--launcher', 'pytorch', '--force_yml', 'name=ddp',
+                          'train:total_iter=4'], cwd=str(tmp_path), capture_output=True, text=True, timeout=600,
+                         env=dict(os.environ, CUDA_VISIBLE_DEVICES='', **ONE_THREAD))
+    assert ddp.returncode == 0, ddp.stdout[-3000:] + ddp.stderr[-3000:]
+    models = {name: tmp_path / 'experiments' / name / 'models' for name in ('straight', 'resumed', 'ddp')}
     logs = sorted(glob.glob(str(tmp_path / 'experiments' / 'resumed' / 'train_*.log')), key=osp.getmtime)
     assert 'Resuming training from epoch' in open(logs[-1]).read()
     expected = torch.load(models['straight'] / 'net_g_4.pth', weights_only=True)
-    got = torch.load(models['resumed'] / 'net_g_4.pth', weights_only=True)
-    assert set(expected) == set(got) == {'params', 'params_ema'}
-    for key in expected:
-        assert expected[key].keys() == got[key].keys()
-        assert all(torch.equal(expected[key][k], got[key][k]) for k in expected[key]), key
+    for run in ('resumed', 'ddp'):
+        got = torch.load(models[run] / 'net_g_4.pth', weights_only=True)
+        assert set(expected) == set(got) == {'params', 'params_ema'}
+        for key in expected:
+            assert expected[key].keys() == got[key].keys()
+            assert all(torch.equal(expected[key][k], got[key][k]) for k in expected[key]), (run, key)
     log = open(glob.glob(str(tmp_path / 'experiments' / 'straight' / 'train_*.log'))[0]).read()
     l_pix = [float(v) for v in re.findall(r'l_pix: (\S+)', log)]
     assert len(l_pix) == 4 and all(np.isfinite(v) for v in l_pix)
