@@ -205,6 +205,49 @@ def restore_run(opt: dict, root: str, cache: str) -> bool:
     return is_trained(opt, root)
 
 
+def _newest_state_iter(run_folder: str) -> Optional[int]:
+    """Iteration of the newest ``training_states/<iter>.state`` under ``run_folder``; None when there is none."""
+    folder = osp.join(run_folder, 'training_states')
+    iters = [int(f[:-len('.state')]) for f in os.listdir(folder) if f.endswith('.state')] if osp.isdir(folder) else []
+    return max(iters) if iters else None
+
+
+def snapshot_run(job: 'TrainJob', root: str, cache: str) -> None:
+    """Copy the newest checkpoint of a run in progress (its ``.state`` and the model files of that iteration) and
+    its options into ``cache/<name>.resume/``, so that a new work tree can continue it (:func:`restore_snapshot`)."""
+    folder = osp.join(root, 'experiments', job.name)
+    it = _newest_state_iter(folder)
+    target = osp.join(cache, f'{job.name}.resume')
+    if it is None or (osp.isfile(osp.join(target, 'options.yml')) and _newest_state_iter(target) == it):
+        return
+    models = [osp.join('models', f) for f in os.listdir(osp.join(folder, 'models')) if f.endswith(f'_{it}.pth')]
+    partial = target + '.partial'
+    shutil.rmtree(partial, ignore_errors=True)
+    for rel in [osp.join('training_states', f'{it}.state')] + models:
+        os.makedirs(osp.dirname(osp.join(partial, rel)), exist_ok=True)
+        shutil.copy2(osp.join(folder, rel), osp.join(partial, rel))
+    write_options(job.opt, osp.join(partial, 'options.yml'))
+    shutil.rmtree(target, ignore_errors=True)
+    os.replace(partial, target)
+
+
+def restore_snapshot(job: 'TrainJob', root: str, cache: str) -> bool:
+    """Put the cached checkpoint of a run of the same options back when ``experiments/`` has no state of it;
+    BasicSR's ``--auto_resume`` then continues from there. True when something was restored."""
+    source = osp.join(cache, f'{job.name}.resume')
+    stored = osp.join(source, 'options.yml')
+    if _newest_state_iter(osp.join(root, 'experiments', job.name)) is not None or not osp.isfile(stored):
+        return False
+    if load_options(stored) != _plain(job.opt):
+        return False
+    target = osp.join(root, 'experiments', job.name)
+    for sub in ('training_states', 'models'):
+        os.makedirs(osp.join(target, sub), exist_ok=True)
+        for name in os.listdir(osp.join(source, sub)):
+            shutil.copy2(osp.join(source, sub, name), osp.join(target, sub, name))
+    return True
+
+
 def _raise_exit(signum, frame) -> None:
     raise SystemExit(f'stopped by signal {signum}')
 
@@ -233,7 +276,8 @@ def run_jobs(jobs: List[TrainJob], parallel: int = 1, root: str = '.', poll_s: f
         threads (int): torch threads per run. Default: 1: on a busy CPU a multi-threaded run spends most of its time
             waiting for its own descheduled threads (measured 10x slower), so use processes, not threads.
         cache (str | None): with a folder (e.g. :func:`run_cache`), runs missing from ``experiments/`` are restored
-            from it when it holds them with the same options, and every finished run is copied into it.
+            from it when it holds them with the same options, every finished run is copied into it, and so is the
+            newest checkpoint of every running run (continued by ``--auto_resume`` from a new work tree).
 
     Returns:
         list[str]: names of the runs trained now (reused runs are not listed).
@@ -243,8 +287,8 @@ def run_jobs(jobs: List[TrainJob], parallel: int = 1, root: str = '.', poll_s: f
     """
     if cache and not force:
         for job in jobs:
-            if not is_trained(job.opt, root):
-                restore_run(job.opt, root, cache)
+            if not is_trained(job.opt, root) and not restore_run(job.opt, root, cache):
+                restore_snapshot(job, root, cache)
     pending = [job for job in jobs if force or not is_trained(job.opt, root)]
     running: Dict[int, TrainJob] = {}  # progress-bar slot -> job
     bars: Dict[str, tqdm] = {}
@@ -260,6 +304,8 @@ def run_jobs(jobs: List[TrainJob], parallel: int = 1, root: str = '.', poll_s: f
                     bars[job.name] = tqdm(total=job.total_iter, desc=job.label or job.name, position=slot, unit='it',
                                           leave=True, dynamic_ncols=True)
             time.sleep(poll_s)
+            for job in running.values() if cache else ():
+                snapshot_run(job, root, cache)  # a no-op until the run writes a newer checkpoint
             for slot, job in list(running.items()):
                 bar = bars[job.name]
                 done = last_logged_iter(job.log_path)

@@ -216,3 +216,24 @@ def test_a_cached_run_is_restored_instead_of_trained(run_dir, tmp_path_factory):
     assert run_jobs([job], root=str(run_dir), poll_s=0.2, cache=cache) == []  # restored, not trained
     assert open(latest_weights('cached_run', str(run_dir)), 'rb').read() == weights
     assert is_trained(opt, str(run_dir))
+
+
+def test_a_run_in_progress_continues_from_its_cached_checkpoint_in_a_new_work_tree(run_dir, tmp_path_factory):
+    from facd_study.experiment import restore_snapshot, snapshot_run
+    cache = str(tmp_path_factory.mktemp('cache'))
+    opt = with_overrides(load_options(osp.join(REPO_ROOT, 'options', 'tiny', 'train_teacher_tiny_x2.yml')), {
+        'name': 'snap_run', 'train.total_iter': 4, 'logger.print_freq': 1, 'logger.use_tb_logger': False,
+        'logger.save_checkpoint_freq': 2, 'val': DELETE})
+    short = with_overrides(opt, {'train.total_iter': 2})  # the first chunk: stops at the iteration-2 checkpoint
+    chunk = TrainJob(short, str(run_dir / 'gen' / 's.yml'), str(run_dir / 'logs' / 's.log'))
+    run_jobs([chunk], root=str(run_dir), poll_s=0.2)
+    job = TrainJob(opt, str(run_dir / 'gen' / 'o.yml'), str(run_dir / 'logs' / 'o.log'))
+    snapshot_run(job, str(run_dir), cache)  # as the driver does while a run is going
+    shutil.rmtree(run_dir / 'experiments')  # a new work tree
+    assert restore_snapshot(job, str(run_dir), cache)
+    assert not restore_snapshot(job, str(run_dir), cache)  # a state is there now: nothing to restore
+    run_jobs([job], root=str(run_dir), poll_s=0.2)
+    with open(job.log_path) as f:
+        log = f.read()
+    assert 'Resuming training from epoch' in log and 'iter: 2' in log.replace(',', '')
+    assert is_trained(opt, str(run_dir))
