@@ -208,6 +208,8 @@ def test_per_sample_losses_equal_one_process_on_the_global_batch(runs):
     for log, ref in zip(ranks[0]['per_sample']['logs'], ref_logs):  # rank 0's log = mean over ranks
         assert set(log) == set(ref)
         for key in ref:
+            if key.startswith('gate_adv_'):  # quantiles of each rank's half, averaged: not the global batch's
+                continue
             assert log[key] == pytest.approx(ref[key], rel=1e-5, abs=1e-7), key
 
 

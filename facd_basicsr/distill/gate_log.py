@@ -5,7 +5,8 @@ resumed run appends, so an iteration can appear twice: the last row counts). Col
 g_i over the batch; for a 0/1 gate the share of patches kept), and the teacher's advantage PSNR(SR^T_i) -
 PSNR(SR^S_i) in dB over the batch's patches: ``adv_mean``, ``adv_min``, ``adv_p10``, ``adv_p50``, ``adv_p90``,
 ``adv_max``. The gate is per patch, so every tap sees the same g_i. The quantiles also go to BasicSR's log as
-``gate_adv_p10/p50/p90`` whenever the gate computed the advantage.
+``gate_adv_p10/p50/p90`` whenever the gate computed the advantage (under DDP: the mean over ranks of each
+rank's own quantiles).
 """
 import csv
 import os
