@@ -104,6 +104,7 @@ class FACDModel(SRModel):
         self.gate_log = GateLog(osp.join(self.opt['path']['log'], 'gate_log.csv')) if gate_log and self.opt.get(
             'rank', 0) == 0 else None
         self.student_runtime = StudentRuntime(train_opt, self.device)  # train.amp, compile, ...: checked here
+        self.student_runtime.prepare_feature_loss(self.cri_feat)  # train.compile_feature_loss
         resume = self._read_resume_record()
         self.net_t = self._build_teacher(resume.get('teacher'))
         self.run_teacher = TeacherRunner(
