@@ -319,7 +319,9 @@ def run_jobs(jobs: List[TrainJob], parallel: int = 1, root: str = '.', poll_s: f
                         errors.append(error)
                     else:
                         trained.append(job.name)
-        for job in jobs if cache else ():
+                        if cache:
+                            cache_run(job.name, root, cache)  # at once: a session may end before the others
+        for job in jobs if cache else ():  # runs trained earlier without a cache
             if is_trained(job.opt, root):
                 cache_run(job.name, root, cache)
     finally:
