@@ -13,6 +13,7 @@ from typing import Dict, List, Mapping, Optional, Sequence
 import torch
 from basicsr.archs import build_network
 
+from facd_basicsr.distill.checkpoint import read_state_dict
 from facd_basicsr.tools.bicubic import bicubic_upscale
 from facd_basicsr.tools.common import load_network
 from facd_study.demo_data import TRAIN_PHOTOS, build_demo_sets
@@ -306,7 +307,7 @@ def write_sliced_teacher(scale: StudyScale) -> str:
                                 f'(python scripts/study.py --scale {scale.name} --teacher)')
     teacher_opt = load_options(scale.teacher_options)['network_g']
     student_opt = load_options(scale.bases['scratch'])['network_g']
-    teacher_state = torch.load(teacher_weights(scale), map_location='cpu', weights_only=True)['params']
+    teacher_state = read_state_dict(teacher_weights(scale), 'params', f'the {scale.name} study teacher')
     student_state = build_network(dict(student_opt)).state_dict()
     state = sliced_state(teacher_state, student_state, teacher_opt['num_block'], student_opt['num_block'],
                          teacher_opt.get('res_scale', 1) / student_opt.get('res_scale', 1))

@@ -43,7 +43,7 @@ from facd_basicsr.distill.data_order import TRACKER, preserved_rng
 from facd_basicsr.distill.degrade import bicubic_round_trip
 from facd_basicsr.distill.feature_taps import FeatureTaps
 from facd_basicsr.distill.gate import AdaptiveGate, gate_options
-from facd_basicsr.distill.gate_log import GateLog, advantage_stats
+from facd_basicsr.distill.gate_log import GateLog, advantage_quantiles
 from facd_basicsr.distill.nonfinite import check_finite_state, check_step, check_weights, newest_checkpoint
 from facd_basicsr.distill.option_checks import check_training_options, nonfinite_mode
 from facd_basicsr.distill.resume import read_training_state
@@ -269,8 +269,8 @@ class FACDModel(SRModel):
         gate = self.gate(self.output, sr_t, self.gt)
         loss_dict['gate_on'] = gate.mean()
         if self.gate.advantage is not None:
-            stats = advantage_stats(self.gate.advantage)
-            loss_dict.update((f'gate_{k}', gate.new_tensor(stats[k])) for k in ('adv_p10', 'adv_p50', 'adv_p90'))
+            quantiles = advantage_quantiles(self.gate.advantage)  # stays on the device: the log reduces it
+            loss_dict.update((f'gate_adv_p{q}', value) for q, value in zip((10, 50, 90), quantiles))
         if self.gate_log is not None:
             self.gate_log.write(current_iter, gate, self.gate.advantage)
         if self.cri_kd is not None:
