@@ -14,7 +14,7 @@ venv: $(STAMP)
 $(STAMP): setup.py
 	test -x $(VPY) || $(PY) -m venv $(VENV)
 	$(PIP) install -q torch==2.14.1 torchvision==0.29.1
-	$(PIP) install -q --no-build-isolation basicsr==1.4.2 lmdb pyyaml opencv-python numpy tb-nightly scikit-image tqdm \
+	$(PIP) install -q --no-build-isolation basicsr==1.4.2 lmdb pyyaml opencv-python numpy tb-nightly scikit-image scikit-learn tqdm \
 		pytest flake8 isort yapf onnx onnxruntime matplotlib
 	$(PIP) install -q --no-build-isolation --no-deps -e .
 	touch $(STAMP)

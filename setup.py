@@ -43,6 +43,7 @@ setup(
         'test': ['pytest', 'flake8', 'isort', 'yapf'],
         'export': ['onnx', 'onnxruntime'],
         'plot': ['matplotlib'],
+        'study': ['matplotlib', 'scikit-learn'],  # the x4 study's training photos (scripts/study.py --scale x4)
     },
     entry_points={
         'console_scripts': [

@@ -7,18 +7,22 @@ photos (held out), and its record is kept as JSON so that tables can be rebuilt 
 import json
 import os
 import os.path as osp
+import platform
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Dict, List, Mapping, Optional, Sequence
 
 import torch
 from basicsr.archs import build_network
 
-from facd_basicsr.distill.checkpoint import read_state_dict
+from facd_basicsr.distill.checkpoint import fingerprint, read_state_dict
+from facd_basicsr.distill.gate_log import read_gate_log
 from facd_basicsr.tools.bicubic import bicubic_upscale
 from facd_basicsr.tools.common import load_network
 from facd_study.demo_data import TRAIN_PHOTOS, build_demo_sets
 from facd_study.experiment import (DELETE, REPO_ROOT, TrainJob, is_trained, latest_weights, load_options, run_cache,
                                    run_jobs, with_overrides)
+from facd_study.sample_data import GREY_PHOTOS, SKLEARN_PHOTOS
 from facd_study.scoring import (format_mean_std, markdown_table, mean_scores, read_pairs, score_outputs, seed_values,
                                 split_scores)
 from facd_study.teacher_slice import sliced_state
@@ -40,6 +44,9 @@ class StudyScale:
         train_photos (tuple): the photos tiled for training (select and report photos are never trained on).
         tile (int): GT tile side in px. max_side (int): training photos are shrunk to this longer side first.
         student (str), teacher (str): network labels for the tables.
+        records (str): folder of the run records (scores, options, gate summary, teacher fingerprint). '' keeps them
+            in the study's output folder (not committed); a committed folder lets a study that spans sessions on
+            fresh machines skip, and still tabulate, every run an earlier session finished.
     """
     name: str
     scale: int
@@ -51,6 +58,11 @@ class StudyScale:
     max_side: int
     student: str
     teacher: str
+    records: str = ''
+
+    def record_dir(self, out: str) -> str:
+        """Folder of this scale's run records: :attr:`records`, else ``out/runs``."""
+        return self.records or osp.join(out, 'runs')
 
     def build_data(self) -> Dict[str, str]:
         """Build (or reuse) this scale's train / select / report sets."""
@@ -65,13 +77,15 @@ TINY = StudyScale('x2', 2, 'datasets/facd_demo',
                   {'scratch': _options('demo', 'train_scratch_demo_x2.yml'),
                    'facd': _options('demo', 'train_FACD_demo_x2.yml')},
                   _options('demo', 'train_teacher_demo_x2.yml'), TRAIN_PHOTOS, 96, 640, 'EDSR 2x16, x2', 'EDSR 8x16')
-# x4 trains on every colour photo our dependencies ship except the select and report photos: the demo's five plus
-# matplotlib's grace_hopper; GT tiles of 192 px (LR 48) hold the 96 px random crops of the option files
+# x4 trains on every photo our dependencies ship except the select and report photos: the demo's five, matplotlib's
+# grace_hopper, scikit-learn's two, and scikit-image's grey photos and textures; GT tiles of 128 px (LR 32) hold the
+# 96 px random crops of the option files and cover a 512 px photo without a gap
+X4_TRAIN_PHOTOS = TRAIN_PHOTOS + ('grace_hopper', ) + SKLEARN_PHOTOS + GREY_PHOTOS
 X4 = StudyScale('x4', 4, 'datasets/facd_study_x4',
                 {'scratch': _options('study_x4', 'train_scratch_study_x4.yml'),
                  'facd': _options('study_x4', 'train_FACD_study_x4.yml')},
-                _options('study_x4', 'train_teacher_study_x4.yml'), TRAIN_PHOTOS + ('grace_hopper', ), 192, 1024,
-                'EDSR 4x32, x4', 'EDSR 16x48')
+                _options('study_x4', 'train_teacher_study_x4.yml'), X4_TRAIN_PHOTOS, 128, 1024, 'EDSR 4x32, x4',
+                'EDSR 16x48', osp.join(REPO_ROOT, 'docs', 'study_x4_runs'))
 SCALES = {scale.name: scale for scale in (TINY, X4)}
 
 
@@ -142,27 +156,51 @@ def common_scale(rows: Sequence[Row]) -> StudyScale:
 
 
 def train_rows(rows: Sequence[Row], seeds: Sequence[int], prefix: str, out: str, parallel: int) -> None:
-    """Train every (row, seed) run not trained yet, ``parallel`` at a time.
+    """Train every (row, seed) run that has neither a record of the same options nor a finished run, ``parallel`` at
+    a time, and record each run (:func:`score_run`) as soon as it finishes: a session may end before the others.
 
     When the teacher is missing it is trained first, and the runs that need no teacher (scratch) use the other
     slots meanwhile.
     """
     scale = common_scale(rows)
     scale.build_data()
+    folder = scale.record_dir(out)
+    todo = [(row, row.options(seed, prefix)) for seed in seeds for row in rows]  # seed-major: an interrupted study
+    todo = [(row, opt) for row, opt in todo if stored_record(opt, folder) is None]  # has every row at the first seeds
+    if not todo:
+        return
     sliced = sliced_teacher_weights(scale)
-    if any(row.overrides.get('path.pretrain_network_g') == sliced for row in rows) and not osp.isfile(sliced):
-        write_sliced_teacher(scale)
+    needs_slices = any(row.overrides.get('path.pretrain_network_g') == sliced for row, _ in todo)
     jobs, teacher_name = [], ''
-    if any(row.needs_teacher for row in rows) and not osp.isfile(teacher_weights(scale)):
+    if any(row.needs_teacher for row, _ in todo) and not osp.isfile(teacher_weights(scale)):
         teacher = load_options(scale.teacher_options)
         jobs.append(TrainJob(teacher, f'{out}/options/teacher.yml', f'{out}/logs/teacher.log', 'teacher'))
         teacher_name = teacher['name']
-    for seed in seeds:  # seed-major: an interrupted study has every row at the first seeds
-        for row in rows:
-            opt = row.options(seed, prefix)
-            jobs.append(TrainJob(opt, f'{out}/options/{opt["name"]}.yml', f'{out}/logs/{opt["name"]}.log',
-                                 f'{row.key} s{seed}', after=teacher_name if row.needs_teacher else ''))
-    run_jobs(jobs, parallel=parallel, cache=run_cache())
+    elif needs_slices and not osp.isfile(sliced):
+        write_sliced_teacher(scale)
+    for row, opt in todo:
+        jobs.append(TrainJob(opt, f'{out}/options/{opt["name"]}.yml', f'{out}/logs/{opt["name"]}.log',
+                             f'{row.key} s{opt["manual_seed"]}', after=teacher_name if row.needs_teacher else ''))
+    by_name = {opt['name']: row for row, opt in todo}
+    pairs = split_pairs(scale)
+
+    def record(job: TrainJob) -> None:
+        if job.name == teacher_name and needs_slices:
+            write_sliced_teacher(scale)
+        if job.name in by_name:
+            score_run(job.opt, folder, pairs, teacher_fingerprint(scale) if by_name[job.name].needs_teacher else None)
+
+    run_jobs(jobs, parallel=parallel, cache=run_cache(), on_finish=record)
+
+
+def split_pairs(scale: StudyScale) -> Dict[str, Mapping]:
+    """The (LR, GT) photo pairs of the select and report splits of ``scale``."""
+    return {split: read_pairs(osp.join(scale.data, split), scale.scale) for split in SPLITS}
+
+
+def teacher_fingerprint(scale: StudyScale) -> str:
+    """SHA-256 of the trained teacher's weights (names, shapes, bytes): which teacher a distilled run learnt from."""
+    return fingerprint(load_network(load_options(scale.teacher_options)['network_g'], teacher_weights(scale)))
 
 
 def last_logged(log_path: str, key: str) -> float:
@@ -183,37 +221,86 @@ def run_gate_on(name: str, root: str = '.') -> float:
     return last_logged(osp.join(folder, logs[-1]), 'gate_on') if logs else float('nan')
 
 
-def score_run(opt: dict, out: str, pairs: Mapping[str, Mapping]) -> dict:
-    """Score (or read the stored scores of) one trained run on every split; returns its record."""
-    record_path = osp.join(out, 'runs', f'{opt["name"]}.json')
-    if osp.isfile(record_path):
-        with open(record_path) as f:
-            record = json.load(f)
-        if record['options'] == opt:
-            if record['gate_on'] != record['gate_on']:  # NaN: stored before the gate was read from the run
-                record['gate_on'] = run_gate_on(opt['name'])
-            return record
+def stored_record(opt: dict, folder: str) -> Optional[dict]:
+    """The record of run ``opt['name']`` in ``folder`` when it was made from exactly ``opt``; else None."""
+    path = osp.join(folder, f'{opt["name"]}.json')
+    if not osp.isfile(path):
+        return None
+    with open(path) as f:
+        record = json.load(f)
+    return record if record['options'] == opt else None
+
+
+def gate_summary(name: str, root: str = '.', bins: int = 10) -> Optional[dict]:
+    """What the gate did in run ``name``, from its ``gate_log.csv`` (None without one): per tenth of the run, the
+    mean share of patches kept and the mean 10 / 50 / 90 % quantiles of the teacher's advantage over the batch (dB).
+
+    Returns:
+        dict | None: ``{'iters': n, 'bins': [{'first', 'last', 'gate_on', 'adv_p10', 'adv_p50', 'adv_p90'}, ...]}``
+        (advantage keys only where the run logged it).
+    """
+    path = osp.join(root, 'experiments', name, 'gate_log.csv')
+    if not osp.isfile(path):
+        return None
+    rows = read_gate_log(path)
+    size = max(1, -(-len(rows) // bins))
+    summary = []
+    for start in range(0, len(rows), size):
+        part = rows[start:start + size]
+        cell = {'first': int(part[0]['iter']), 'last': int(part[-1]['iter'])}
+        for key in ('gate_on', 'adv_p10', 'adv_p50', 'adv_p90'):
+            values = [row[key] for row in part if key in row]
+            if values:
+                cell[key] = round(sum(values) / len(values), 4)
+        summary.append(cell)
+    return {'iters': len(rows), 'bins': summary}
+
+
+def score_run(opt: dict, folder: str, pairs: Mapping[str, Mapping], teacher: Optional[str] = None) -> dict:
+    """Score (or read the stored record of) one trained run on every split; returns its record.
+
+    Args:
+        opt (dict): the run's complete options.
+        folder (str): where records are kept (``StudyScale.record_dir``), one ``<run name>.json`` each.
+        pairs (Mapping): split -> (LR, GT) pairs (:func:`split_pairs`).
+        teacher (str | None): fingerprint of the teacher the run learnt from (:func:`teacher_fingerprint`).
+    """
+    record = stored_record(opt, folder)
+    if record is not None:
+        if record['gate_on'] != record['gate_on']:  # NaN: stored before the gate was read from the run
+            record['gate_on'] = run_gate_on(opt['name'])
+        return record
     net = load_network(opt['network_g'], latest_weights(opt['name']))
     per_image = {split: split_scores(net, split_pairs, opt['scale'])[0] for split, split_pairs in pairs.items()}
     record = {
         'name': opt['name'], 'options': opt, 'per_image': per_image,
         'scores': {split: mean_scores(scores) for split, scores in per_image.items()},
-        'gate_on': run_gate_on(opt['name']),
+        'gate_on': run_gate_on(opt['name']), 'gate_log': gate_summary(opt['name']), 'teacher': teacher,
+        'host': f'{platform.machine()} {platform.processor() or platform.platform()}, torch {torch.__version__}',
     }
-    os.makedirs(osp.dirname(record_path), exist_ok=True)
-    with open(record_path, 'w') as f:
+    os.makedirs(folder, exist_ok=True)
+    with open(osp.join(folder, f'{opt["name"]}.json.partial'), 'w') as f:
         json.dump(record, f, indent=1)
+    os.replace(osp.join(folder, f'{opt["name"]}.json.partial'), osp.join(folder, f'{opt["name"]}.json'))
     return record
 
 
 def score_rows(rows: Sequence[Row], seeds: Sequence[int], prefix: str, out: str) -> Dict[str, List[dict]]:
-    """``{row.key: [record per seed]}`` for every finished run of the current options (others are skipped)."""
+    """``{row.key: [record per seed]}`` for every run of the current options that has a record or is trained (the
+    others are skipped); runs trained but not recorded are scored now."""
     scale = common_scale(rows)
-    pairs = {split: read_pairs(osp.join(scale.data, split), scale.scale) for split in SPLITS}
+    folder = scale.record_dir(out)
+    pairs = split_pairs(scale)
     records = {}
     for row in rows:
-        opts = [row.options(seed, prefix) for seed in seeds]
-        records[row.key] = [score_run(opt, out, pairs) for opt in opts if is_trained(opt)]
+        records[row.key] = []
+        for opt in (row.options(seed, prefix) for seed in seeds):
+            record = stored_record(opt, folder)
+            if record is None and is_trained(opt):
+                teacher = teacher_fingerprint(scale) if row.needs_teacher else None
+                record = score_run(opt, folder, pairs, teacher)
+            if record is not None:
+                records[row.key].append(record)
     return records
 
 
@@ -291,7 +378,20 @@ def report_markdown(title: str, intro: str, rows: Sequence[Row], records: Mappin
     ref_lines = [f'- {name}: ' + ', '.join(f'{key} {value:.4f}' for key, value in scores.items())
                  for name, scores in references.items()]
     return (f'## {title}\n\n{intro}\n\n' + results_table(rows, records, reference_keys, script) +
-            f'\nReferences (bicubic, teacher {common_scale(rows).teacher}):\n\n' + '\n'.join(ref_lines) + '\n')
+            f'\nReferences (bicubic, teacher {common_scale(rows).teacher}):\n\n' + '\n'.join(ref_lines) + '\n' +
+            teacher_note(records))
+
+
+def teacher_note(records: Mapping[str, List[dict]]) -> str:
+    """A line naming the teacher fingerprint(s) the table's distilled runs learnt from ('' when none is recorded);
+    runs of different teachers (a teacher retrained on another machine) are not paired comparisons, and it says so."""
+    counts = Counter(run['teacher'] for runs in records.values() for run in runs if run.get('teacher'))
+    if not counts:
+        return ''
+    listed = ', '.join(f'`{sha[:12]}` ({n} runs)' for sha, n in counts.most_common())
+    if len(counts) == 1:
+        return f'\nEvery distilled run learnt from the same teacher: {listed}.\n'
+    return f'\n**The distilled runs learnt from {len(counts)} different teachers**: {listed}.\n'
 
 
 def sliced_teacher_weights(scale: StudyScale) -> str:

@@ -11,6 +11,7 @@ tiles at the same positions as the GT, so a tile pair is exactly aligned. Traini
 ``max_side`` are first shrunk with area averaging (a cleaner HR, DIV2K-style), and near-flat tiles (black sky, the
 dark rim of the retina) are skipped because they teach nothing.
 """
+import json
 import os.path as osp
 import shutil
 from typing import Dict, Iterable, Sequence, Tuple
@@ -90,11 +91,25 @@ def build_whole_photos(root: str, photos: Sequence[str], scale: int) -> None:
     write_folder_and_lmdb(osp.join(root, f'lq_x{scale}'), {k: bicubic_lr(v, scale) for k, v in gts.items()}, True)
 
 
-def demo_sets_exist(root: str, scale: int = 2) -> bool:
-    """True when every split of :func:`build_demo_sets` is complete (both LMDBs have their meta_info.txt)."""
-    return all(
+def data_manifest(scale: int, tile: int, train_photos: Sequence[str], max_side: int) -> dict:
+    """What defines a data set of :func:`build_demo_sets`; stored as ``root/manifest.json`` beside the splits."""
+    return {'scale': scale, 'tile': tile, 'train_photos': list(train_photos), 'max_side': max_side,
+            'select_photos': list(SELECT_PHOTOS), 'report_photos': list(REPORT_PHOTOS)}
+
+
+def demo_sets_exist(root: str, scale: int = 2, manifest: dict = None) -> bool:
+    """True when every split of :func:`build_demo_sets` is complete (both LMDBs have their meta_info.txt) and, with
+    ``manifest``, was built from it (a set built from other photos or tiles is not reused)."""
+    complete = all(
         osp.isfile(osp.join(root, split, sub, 'meta_info.txt')) for split in SPLITS
         for sub in ('gt.lmdb', f'lq_x{scale}.lmdb'))
+    if not complete or manifest is None:
+        return complete
+    path = osp.join(root, 'manifest.json')
+    if not osp.isfile(path):
+        return False
+    with open(path) as f:
+        return json.load(f) == manifest
 
 
 def build_demo_sets(root: str, scale: int = 2, tile: int = 96, train_photos: Sequence[str] = TRAIN_PHOTOS,
@@ -109,11 +124,14 @@ def build_demo_sets(root: str, scale: int = 2, tile: int = 96, train_photos: Seq
         max_side (int): training photos are first shrunk to this longer side. Default: 640.
     """
     folders = {split: osp.join(root, split) for split in SPLITS}
-    if demo_sets_exist(root, scale):
+    manifest = data_manifest(scale, tile, train_photos, max_side)
+    if demo_sets_exist(root, scale, manifest):
         return folders
-    for folder in folders.values():  # an interrupted build leaves LMDBs without meta_info: start again
+    for folder in folders.values():  # interrupted, or built from other photos: start again
         shutil.rmtree(folder, ignore_errors=True)
     build_train_tiles(folders['train'], train_photos, scale, tile, max_side)
     build_whole_photos(folders['select'], SELECT_PHOTOS, scale)
     build_whole_photos(folders['report'], REPORT_PHOTOS, scale)
+    with open(osp.join(root, 'manifest.json'), 'w') as f:
+        json.dump(manifest, f, indent=1)
     return folders

@@ -16,7 +16,7 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Mapping, Optional
+from typing import Any, Callable, Dict, List, Mapping, Optional
 
 import yaml
 from basicsr.utils.options import ordered_yaml
@@ -264,7 +264,8 @@ def _next_ready(pending: List[TrainJob], running: Dict[int, TrainJob]) -> Option
 
 
 def run_jobs(jobs: List[TrainJob], parallel: int = 1, root: str = '.', poll_s: float = 2., force: bool = False,
-             threads: int = 1, cache: Optional[str] = None) -> List[str]:
+             threads: int = 1, cache: Optional[str] = None,
+             on_finish: Optional[Callable[[TrainJob], None]] = None) -> List[str]:
     """Train every job that is not trained yet, ``parallel`` at a time, each with a progress bar.
 
     Args:
@@ -278,6 +279,8 @@ def run_jobs(jobs: List[TrainJob], parallel: int = 1, root: str = '.', poll_s: f
         cache (str | None): with a folder (e.g. :func:`run_cache`), runs missing from ``experiments/`` are restored
             from it when it holds them with the same options, every finished run is copied into it, and so is the
             newest checkpoint of every running run (continued by ``--auto_resume`` from a new work tree).
+        on_finish (callable | None): called with each job that finished well, as soon as it finished (e.g. to score
+            and record it before a session ends).
 
     Returns:
         list[str]: names of the runs trained now (reused runs are not listed).
@@ -321,6 +324,8 @@ def run_jobs(jobs: List[TrainJob], parallel: int = 1, root: str = '.', poll_s: f
                         trained.append(job.name)
                         if cache:
                             cache_run(job.name, root, cache)  # at once: a session may end before the others
+                        if on_finish is not None:
+                            on_finish(job)
         for job in jobs if cache else ():  # runs trained earlier without a cache
             if is_trained(job.opt, root):
                 cache_run(job.name, root, cache)

@@ -20,6 +20,11 @@ from facd_basicsr.tools.bicubic import bicubic_lr
 # sample images, are drawings or icons, not photos; the other skimage images are grey or need a download.)
 PHOTOS = ('astronaut', 'chelsea', 'coffee', 'rocket', 'hubble_deep_field', 'immunohistochemistry', 'retina',
           'motorcycle_left', 'motorcycle_right', 'grace_hopper')
+# The two colour photos inside the scikit-learn wheel (only the x4 study uses them; scikit-learn is in make venv).
+SKLEARN_PHOTOS = ('china', 'flower')
+# scikit-image's grey photographs (camera, coins, moon) and photographed textures (brick, grass, gravel): loaded as
+# three equal channels. Only the x4 study trains on them (its PSNR is on Y, which they carry in full).
+GREY_PHOTOS = ('camera', 'coins', 'moon', 'brick', 'grass', 'gravel')
 
 # The small x2 set of the tests and the tiny option files: datasets/sample/{train,val}.
 SAMPLE_TRAIN = ('astronaut', 'chelsea', 'coffee', 'rocket')
@@ -27,8 +32,14 @@ SAMPLE_VAL = ('hubble_deep_field', 'immunohistochemistry')
 
 
 def load_photo(name: str) -> np.ndarray:
-    """One bundled scikit-image photo as a uint8 BGR array of shape (H, W, 3)."""
+    """One bundled photo (:data:`PHOTOS`, :data:`SKLEARN_PHOTOS`, :data:`GREY_PHOTOS`) as uint8 BGR (H, W, 3)."""
     from skimage import data
+    if name in SKLEARN_PHOTOS:
+        from sklearn.datasets import load_sample_image
+        rgb = load_sample_image(f'{name}.jpg')
+        return np.ascontiguousarray(rgb[..., ::-1])
+    if name in GREY_PHOTOS:
+        return np.ascontiguousarray(np.repeat(getattr(data, name)()[..., None], 3, axis=2))
     if name == 'grace_hopper':
         from matplotlib import cbook
         return np.ascontiguousarray(cv2.imread(cbook.get_sample_data('grace_hopper.jpg', asfileobj=False)))
@@ -38,7 +49,8 @@ def load_photo(name: str) -> np.ndarray:
     elif name in PHOTOS:
         rgb = getattr(data, name)()
     else:
-        raise ValueError(f'Unknown photo {name!r}. Available: {", ".join(PHOTOS)}')
+        known = PHOTOS + SKLEARN_PHOTOS + GREY_PHOTOS
+        raise ValueError(f'Unknown photo {name!r}. Available: {", ".join(known)}')
     return np.ascontiguousarray(rgb[..., ::-1])
 
 

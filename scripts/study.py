@@ -22,7 +22,8 @@ import time
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
 import facd_basicsr  # noqa: E402,F401  (compat alias before basicsr)
-from facd_study.ablation import SCALES, reference_scores, report_markdown, score_rows, train_rows  # noqa: E402
+from facd_study.ablation import (SCALES, reference_scores, report_markdown, score_rows, score_run,  # noqa: E402
+                                 split_pairs, teacher_fingerprint, train_rows)
 from facd_study.experiment import TrainJob, load_options, run_cache, run_jobs  # noqa: E402
 from facd_study.study_rows import GROUPS, PREFIX, X4_GROUPS, X4_PREFIX, registry, x4_registry  # noqa: E402
 
@@ -51,6 +52,12 @@ def train_teacher(scale) -> None:
     run_jobs([TrainJob(teacher, f'{out}/options/teacher.yml', f'{out}/logs/teacher.log', 'teacher')], cache=run_cache())
     for name, scores in reference_scores(scale).items():
         print(name, ', '.join(f'{key} {value:.4f}' for key, value in scores.items()))
+    sha = teacher_fingerprint(scale)
+    record = score_run(teacher, scale.record_dir(OUT), split_pairs(scale), sha)  # the first teacher's, if recorded
+    print(f'teacher fingerprint {sha}')
+    if record['teacher'] != sha:
+        print(f'WARNING: the recorded runs learnt from teacher {record["teacher"]}, this machine trained {sha}: runs '
+              'distilled now are not paired with the recorded ones (the tables say how many runs each teacher has)')
 
 
 def main() -> None:

@@ -110,10 +110,14 @@ def test_run_jobs_trains_then_reuses(run_dir):
         'name': 'pieces_run', 'train.total_iter': 3, 'logger.print_freq': 1, 'logger.use_tb_logger': False,
         'val': DELETE})
     job = TrainJob(opt, str(run_dir / 'gen' / 'o.yml'), str(run_dir / 'logs' / 'o.log'))
-    assert run_jobs([job], root=str(run_dir), poll_s=0.2) == ['pieces_run']
+    finished = []  # what on_finish saw: the weights were there when it was called
+    seen = lambda j: finished.append((j.name, osp.isfile(latest_weights(j.name, str(run_dir)))))  # noqa: E731
+    assert run_jobs([job], root=str(run_dir), poll_s=0.2, on_finish=seen) == ['pieces_run']
+    assert finished == [('pieces_run', True)]
     assert osp.isfile(latest_weights('pieces_run', str(run_dir))) and is_trained(opt, str(run_dir))
     assert last_logged_iter(job.log_path) == 3
-    assert run_jobs([job], root=str(run_dir), poll_s=0.2) == []  # same options: reused
+    assert run_jobs([job], root=str(run_dir), poll_s=0.2, on_finish=seen) == []  # same options: reused
+    assert len(finished) == 1  # a reused run is not finished again
     assert not is_trained(with_overrides(opt, {'train.total_iter': 4}), str(run_dir))
 
 

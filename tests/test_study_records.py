@@ -1,0 +1,104 @@
+"""Study runs kept as committed records: a later session on a fresh machine skips and still tabulates them; the
+gate's logged distribution summarised into each record; the data set rebuilt when its photos change."""
+import dataclasses
+import json
+import os
+import os.path as osp
+
+import numpy as np
+import pytest
+import torch
+
+import facd_study.ablation as ablation
+from facd_basicsr.distill.gate_log import GateLog
+from facd_study.ablation import X4, gate_summary, score_rows, stored_record, teacher_note, train_rows
+from facd_study.demo_data import build_demo_sets
+from facd_study.sample_data import GREY_PHOTOS, SKLEARN_PHOTOS, load_photo
+from facd_study.study_rows import X4_PREFIX, x4_registry
+
+
+def test_grey_and_scikit_learn_photos_load_as_bgr():
+    camera = load_photo('camera')
+    assert camera.shape == (512, 512, 3) and camera.dtype == np.uint8
+    assert np.array_equal(camera[..., 0], camera[..., 2]) and camera.std() > 30  # three equal channels, a photo
+    china = load_photo('china')
+    assert china.shape == (427, 640, 3) and not np.array_equal(china[..., 0], china[..., 2])
+    from sklearn.datasets import load_sample_image
+    assert np.array_equal(china[..., ::-1], load_sample_image('china.jpg'))  # BGR of the RGB file
+    assert set(GREY_PHOTOS + SKLEARN_PHOTOS) <= set(X4.train_photos)
+    with pytest.raises(ValueError, match='camera'):
+        load_photo('no_such_photo')
+
+
+def test_a_data_set_built_from_other_photos_is_built_again(tmp_path):
+    root = str(tmp_path / 'data')
+    build_demo_sets(root, 4, 128, ('coins', ), 1024)
+    first = sorted(os.listdir(osp.join(root, 'train', 'gt')))
+    assert first and all(name.startswith('coins_') for name in first)
+    build_demo_sets(root, 4, 128, ('coins', ), 1024)  # same manifest: reused
+    assert sorted(os.listdir(osp.join(root, 'train', 'gt'))) == first
+    build_demo_sets(root, 4, 128, ('camera', ), 1024)
+    second = sorted(os.listdir(osp.join(root, 'train', 'gt')))
+    assert 0 < len(second) <= 16 and all(name.startswith('camera_') for name in second)  # 512 px: 4 x 4 tiles at most
+    with open(osp.join(root, 'manifest.json')) as f:
+        assert json.load(f)['train_photos'] == ['camera']
+
+
+def test_gate_summary_averages_share_and_advantage_quantiles_per_part_of_the_run(tmp_path):
+    folder = tmp_path / 'experiments' / 'run'
+    log = GateLog(str(folder / 'gate_log.csv'))
+    for it in range(1, 5):
+        advantage = torch.tensor([0., 1., 2., 3., float(it)])  # quantiles 0.4 / 2 / it-dependent
+        log.write(it, torch.tensor([1., 1., 0., 0.]) if it <= 2 else torch.ones(4), advantage)
+    log.write(4, torch.zeros(4), torch.tensor([5., 5., 5., 5., 5.]))  # a resumed run wrote iteration 4 again
+    summary = gate_summary('run', str(tmp_path), bins=2)
+    assert summary['iters'] == 4 and [(b['first'], b['last']) for b in summary['bins']] == [(1, 2), (3, 4)]
+    first, second = summary['bins']
+    assert first['gate_on'] == 0.5 and second['gate_on'] == 0.5  # (1 + 0) / 2: the last row of iteration 4 counts
+    assert first['adv_p10'] == pytest.approx(0.4, abs=1e-4)  # sorted [0, 1, 1, 2, 3] and [0, 1, 2, 2, 3]: p10 0.4
+    assert first['adv_p50'] == pytest.approx(1.5, abs=1e-4)  # medians 1 and 2
+    assert second['adv_p50'] == pytest.approx((2 + 5) / 2, abs=1e-4)  # [0, 1, 2, 3, 3] -> 2; [5] * 5 -> 5
+    assert gate_summary('other', str(tmp_path)) is None
+
+
+def test_teacher_note_names_one_teacher_or_warns_about_several():
+    one = {'kd': [{'teacher': 'a' * 64}, {'teacher': 'a' * 64}], 'scratch': [{'teacher': None}]}
+    assert 'same teacher' in teacher_note(one) and '(2 runs)' in teacher_note(one)
+    two = {'kd': [{'teacher': 'a' * 64}], 'fd': [{'teacher': 'b' * 64}]}
+    assert '2 different teachers' in teacher_note(two)
+    assert teacher_note({'scratch': [{'teacher': None}]}) == ''
+
+
+@pytest.fixture
+def small_x4(tmp_path, monkeypatch):
+    """The x4 scale with one training photo and its records in tmp_path; CWD tmp_path (experiments/ is empty)."""
+    monkeypatch.chdir(tmp_path)
+    return dataclasses.replace(X4, data=str(tmp_path / 'data'), train_photos=('coins', ),
+                               records=str(tmp_path / 'records'))
+
+
+def write_record(scale, opt, psnr):
+    record = {'name': opt['name'], 'options': opt, 'gate_on': float('nan'), 'teacher': None,
+              'scores': {split: {'psnr': psnr, 'ssim': 0.5} for split in ('select', 'report')}}
+    os.makedirs(scale.records, exist_ok=True)
+    with open(osp.join(scale.records, f'{opt["name"]}.json'), 'w') as f:
+        json.dump(record, f)
+
+
+def test_a_recorded_run_is_tabulated_without_its_experiment_and_not_trained_again(small_x4, monkeypatch):
+    row = dataclasses.replace(x4_registry()['scratch'], scale=small_x4)
+    recorded = row.options(0, X4_PREFIX)
+    write_record(small_x4, recorded, 30.)
+    assert stored_record(recorded, small_x4.records)['scores']['select']['psnr'] == 30.
+    changed = dict(recorded, manual_seed=7)
+    assert stored_record(changed, small_x4.records) is None  # other options: not this run
+    started = []
+    monkeypatch.setattr(ablation, 'run_jobs', lambda jobs, **kwargs: started.extend(job.name for job in jobs))
+    train_rows([row], [0, 1], X4_PREFIX, 'results/study', parallel=1)
+    assert started == ['x4_scratch_s1']  # seed 0 has a record
+    records = score_rows([row], [0, 1], X4_PREFIX, 'results/study')
+    assert [r['name'] for r in records['scratch']] == ['x4_scratch_s0']  # seed 1 neither recorded nor trained
+    started.clear()
+    write_record(small_x4, row.options(1, X4_PREFIX), 30.1)
+    train_rows([row], [0, 1], X4_PREFIX, 'results/study', parallel=1)
+    assert started == [] and len(score_rows([row], [0, 1], X4_PREFIX, 'results/study')['scratch']) == 2
