@@ -12,10 +12,12 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Dict, List, Mapping, Optional, Sequence
 
+import numpy as np
 import torch
 from basicsr.archs import build_network
 
 from facd_basicsr.distill.checkpoint import fingerprint, read_state_dict
+from facd_basicsr.distill.gate import patch_luma_std
 from facd_basicsr.distill.gate_log import read_gate_log
 from facd_basicsr.tools.bicubic import bicubic_upscale
 from facd_basicsr.tools.common import load_network
@@ -392,6 +394,22 @@ def teacher_note(records: Mapping[str, List[dict]]) -> str:
     if len(counts) == 1:
         return f'\nEvery distilled run learnt from the same teacher: {listed}.\n'
     return f'\n**The distilled runs learnt from {len(counts)} different teachers**: {listed}.\n'
+
+
+def crop_luma_std(scale: StudyScale, crops: int = 4000, seed: int = 0) -> np.ndarray:
+    """Luma standard deviation (8-bit levels, as the ``textured`` gate measures it) of ``crops`` random GT crops of
+    the option files' ``gt_size`` from the training tiles of ``scale``, each tile equally likely (as BasicSR's
+    paired dataset draws them); shape (crops,). The distribution the ``textured`` gate's ``min_std`` is read from."""
+    size = load_options(scale.bases['scratch'])['datasets']['train']['gt_size']
+    tiles = [gt for _, gt in read_pairs(osp.join(scale.data, 'train'), scale.scale).values()]
+    rng = np.random.default_rng(seed)
+    values = np.empty(crops)
+    for k in range(crops):
+        tile = tiles[rng.integers(len(tiles))]
+        top, left = (rng.integers(0, side - size + 1) for side in tile.shape[:2])
+        rgb = tile[top:top + size, left:left + size, ::-1].astype(np.float32) / 255.
+        values[k] = patch_luma_std(torch.from_numpy(rgb.copy()).permute(2, 0, 1)[None]).item()
+    return values
 
 
 def sliced_teacher_weights(scale: StudyScale) -> str:

@@ -19,11 +19,13 @@ import os.path as osp
 import sys
 import time
 
+import numpy as np
+
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
 import facd_basicsr  # noqa: E402,F401  (compat alias before basicsr)
-from facd_study.ablation import (SCALES, reference_scores, report_markdown, score_rows, score_run,  # noqa: E402
-                                 split_pairs, teacher_fingerprint, train_rows)
+from facd_study.ablation import (SCALES, crop_luma_std, reference_scores, report_markdown, score_rows,  # noqa: E402
+                                 score_run, split_pairs, teacher_fingerprint, train_rows)
 from facd_study.experiment import TrainJob, load_options, run_cache, run_jobs  # noqa: E402
 from facd_study.study_rows import GROUPS, PREFIX, X4_GROUPS, X4_PREFIX, registry, x4_registry  # noqa: E402
 
@@ -35,6 +37,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument('--scale', choices=sorted(SCALES), default='x2', help='study scale (default x2)')
     parser.add_argument('--group', choices=sorted(GROUPS) + sorted(X4_GROUPS), help='a named group of rows')
     parser.add_argument('--teacher', action='store_true', help='only train the scale\'s teacher and score it')
+    parser.add_argument('--texture', action='store_true',
+                        help='print the luma std distribution of the training crops (the textured gate\'s min_std)')
     parser.add_argument('--rows', nargs='+', default=[], help='row keys (added to the group)')
     parser.add_argument('--seeds', type=int, nargs='+', default=[0, 1, 2])
     parser.add_argument('--parallel', type=int, default=2, help='runs at once (default 2: one per core)')
@@ -60,12 +64,25 @@ def train_teacher(scale) -> None:
               'distilled now are not paired with the recorded ones (the tables say how many runs each teacher has)')
 
 
+def print_texture(scale) -> None:
+    """Quantiles of the training crops' luma std, and the share of crops each min_std of the textured gate keeps."""
+    scale.build_data()
+    stds = crop_luma_std(scale)
+    quantiles = np.quantile(stds, [0.1, 0.25, 0.5, 0.75, 0.9])
+    print(f'luma std of {len(stds)} random training crops (8-bit levels): 10/25/50/75/90 % quantiles ' +
+          ' / '.join(f'{q:.1f}' for q in quantiles))
+    for min_std in (10, 20, round(quantiles[2]), 30, 40):
+        print(f'textured min_std {min_std}: keeps {100 * (stds >= min_std).mean():.1f} % of the patches')
+
+
 def main() -> None:
     args = parse_args()
     start = time.time()
     scale = SCALES[args.scale]
     if args.teacher:
         return train_teacher(scale)
+    if args.texture:
+        return print_texture(scale)
     if scale.name == 'x4':
         table, groups, prefix = x4_registry(), X4_GROUPS, X4_PREFIX
     else:

@@ -102,3 +102,21 @@ def test_a_recorded_run_is_tabulated_without_its_experiment_and_not_trained_agai
     write_record(small_x4, row.options(1, X4_PREFIX), 30.1)
     train_rows([row], [0, 1], X4_PREFIX, 'results/study', parallel=1)
     assert started == [] and len(score_rows([row], [0, 1], X4_PREFIX, 'results/study')['scratch']) == 2
+
+
+def test_crop_luma_std_draws_tiles_evenly_and_measures_as_the_textured_gate(tmp_path):
+    import cv2
+    data = tmp_path / 'data'
+    for sub, size in (('gt', 128), ('lq_x4', 32)):
+        (data / 'train' / sub).mkdir(parents=True)
+        cv2.imwrite(str(data / 'train' / sub / 'flat.png'), np.full((size, size, 3), 90, np.uint8))
+        stripes = np.zeros((size, size, 3), np.uint8)
+        stripes[:, ::2] = 200  # every crop of even width: half 0, half 200 -> grey std ~100
+        cv2.imwrite(str(data / 'train' / sub / 'stripes.png'), stripes)
+    scale = dataclasses.replace(X4, data=str(data))
+    values = ablation.crop_luma_std(scale, crops=400)
+    assert np.array_equal(values, ablation.crop_luma_std(scale, crops=400))  # seeded
+    flat = values < 1e-3  # float rounding of a constant
+    assert 0.4 < flat.mean() < 0.6  # two tiles, equally likely
+    luma_stripes = 219 / 255 * 200 * np.sqrt(0.25 * 96 * 96 / (96 * 96 - 1))  # Y of grey v is 219/255 v; sample std
+    assert np.allclose(values[~flat], luma_stripes, rtol=1e-4)
