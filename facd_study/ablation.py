@@ -187,8 +187,10 @@ def train_rows(rows: Sequence[Row], seeds: Sequence[int], prefix: str, out: str,
     pairs = split_pairs(scale)
 
     def record(job: TrainJob) -> None:
-        if job.name == teacher_name and needs_slices:
-            write_sliced_teacher(scale)
+        if job.name == teacher_name:
+            score_run(job.opt, folder, pairs, teacher_fingerprint(scale))  # the teacher's scores and fingerprint
+            if needs_slices:
+                write_sliced_teacher(scale)
         if job.name in by_name:
             score_run(job.opt, folder, pairs, teacher_fingerprint(scale) if by_name[job.name].needs_teacher else None)
 
@@ -258,6 +260,16 @@ def gate_summary(name: str, root: str = '.', bins: int = 10) -> Optional[dict]:
     return {'iters': len(rows), 'bins': summary}
 
 
+def cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo``; else the platform's): CPU runs repeat bit for bit on one model only."""
+    if osp.isfile('/proc/cpuinfo'):
+        with open('/proc/cpuinfo') as f:
+            names = [line.split(':', 1)[1].strip() for line in f if line.startswith('model name')]
+        if names:
+            return names[0]
+    return platform.processor() or platform.machine()
+
+
 def score_run(opt: dict, folder: str, pairs: Mapping[str, Mapping], teacher: Optional[str] = None) -> dict:
     """Score (or read the stored record of) one trained run on every split; returns its record.
 
@@ -278,7 +290,7 @@ def score_run(opt: dict, folder: str, pairs: Mapping[str, Mapping], teacher: Opt
         'name': opt['name'], 'options': opt, 'per_image': per_image,
         'scores': {split: mean_scores(scores) for split, scores in per_image.items()},
         'gate_on': run_gate_on(opt['name']), 'gate_log': gate_summary(opt['name']), 'teacher': teacher,
-        'host': f'{platform.machine()} {platform.processor() or platform.platform()}, torch {torch.__version__}',
+        'host': f'{cpu_model()}, torch {torch.__version__}',
     }
     os.makedirs(folder, exist_ok=True)
     with open(osp.join(folder, f'{opt["name"]}.json.partial'), 'w') as f:
