@@ -86,7 +86,7 @@ X4_TRAIN_PHOTOS = TRAIN_PHOTOS + ('grace_hopper', ) + SKLEARN_PHOTOS + GREY_PHOT
 X4 = StudyScale('x4', 4, 'datasets/facd_study_x4',
                 {'scratch': _options('study_x4', 'train_scratch_study_x4.yml'),
                  'facd': _options('study_x4', 'train_FACD_study_x4.yml')},
-                _options('study_x4', 'train_teacher_study_x4.yml'), X4_TRAIN_PHOTOS, 128, 1024, 'EDSR 4x32, x4',
+                _options('study_x4', 'train_teacher_study_x4.yml'), X4_TRAIN_PHOTOS, 128, 1024, 'EDSR 4x16, x4',
                 'EDSR 16x48', osp.join(REPO_ROOT, 'docs', 'study_x4_runs'))
 SCALES = {scale.name: scale for scale in (TINY, X4)}
 

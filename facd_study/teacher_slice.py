@@ -1,10 +1,10 @@
 """A student initialised from the teacher where the shapes do not match: slices of the teacher's weights.
 
-The x4 student (EDSR 4 x 32) shares no tensor shape with its teacher (EDSR 16 x 48), so loading the teacher with
+The x4 student (EDSR 4 x 16) shares no tensor shape with its teacher (EDSR 16 x 48), so loading the teacher with
 ``strict_load_g: false`` loads nothing. Our reading of "initialise from the teacher where shapes allow": student
 block i takes the teacher block at the evenly spaced depth round(i * (T - 1) / (S - 1)), and every tensor takes the
-teacher tensor's leading entries along each dimension (the first 32 of 48 channels; for the pixel-shuffle
-upsampler the first 4 x 32 output channels, which are the sub-pixels of the first 32 features). The residual blocks'
+teacher tensor's leading entries along each dimension (the first 16 of 48 channels; for the pixel-shuffle
+upsampler the first 4 x 16 output channels, which are the sub-pixels of the first 16 features). The residual blocks'
 last convolution is multiplied by res_scale_teacher / res_scale_student, so each block adds what it added in the
 teacher (0.1 / 1 here).
 """

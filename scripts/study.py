@@ -4,7 +4,7 @@ Same machinery and runs as make mini-table (rows of facd_study/study_rows.py, ru
 every row trains the EDSR 2x16 student with the same data, batch, iterations and schedule. Choose on the SELECT
 photos only; the REPORT photos are the held-out check. Writes results/study/<group>.md; stop it any time.
 
-Two scales: x2 (default; EDSR 2x16 from 8x16, 1500 iterations) and x4 (EDSR 4x32 from 16x48, 5000 iterations,
+Two scales: x2 (default; EDSR 2x16 from 8x16, 1500 iterations) and x4 (EDSR 4x16 from 16x48, 5000 iterations,
 runs x4_<row>_s<seed>, checkpoints every 1000 iterations so that an interrupted run continues where it stopped).
 
 Usage (from the repository root):

@@ -20,7 +20,7 @@ def test_every_group_names_rows_of_the_registry_and_rows_share_one_protocol():
     opts = {key: row.options(1, X4_PREFIX) for key, row in ROWS.items()}
     for key, opt in opts.items():
         assert opt['name'] == f'x4_{key}_s1' and opt['manual_seed'] == 1 and opt['scale'] == 4
-        assert opt['network_g'] == opts['scratch']['network_g']  # EDSR 4 x 32, x4
+        assert opt['network_g'] == opts['scratch']['network_g']  # EDSR 4 x 16, x4
         assert opt['datasets'] == opts['scratch']['datasets']
         assert opt['train']['total_iter'] == 5000 and opt['train']['scheduler'] == opts['scratch']['train']['scheduler']
         assert opt['datasets']['train']['gt_size'] == 96 and opt['datasets']['train']['batch_size_per_gpu'] == 16
