@@ -232,7 +232,11 @@ def stored_record(opt: dict, folder: str) -> Optional[dict]:
         return None
     with open(path) as f:
         record = json.load(f)
-    return record if record['options'] == opt else None
+    if record['options'] != opt:
+        return None
+    if record['gate_on'] != record['gate_on']:  # NaN: stored before the gate was read from the run
+        record['gate_on'] = run_gate_on(opt['name'])
+    return record
 
 
 def gate_summary(name: str, root: str = '.', bins: int = 10) -> Optional[dict]:
@@ -281,8 +285,6 @@ def score_run(opt: dict, folder: str, pairs: Mapping[str, Mapping], teacher: Opt
     """
     record = stored_record(opt, folder)
     if record is not None:
-        if record['gate_on'] != record['gate_on']:  # NaN: stored before the gate was read from the run
-            record['gate_on'] = run_gate_on(opt['name'])
         return record
     net = load_network(opt['network_g'], latest_weights(opt['name']))
     per_image = {split: split_scores(net, split_pairs, opt['scale'])[0] for split, split_pairs in pairs.items()}
