@@ -40,7 +40,7 @@ def runtime_teacher(cfg: Dict, args) -> nn.Module:
     torch.manual_seed(0)
     net = build_network(cfg['teacher']).to(args.device)
     if args.teacher_weights:
-        from facd_basicsr.distill.checkpoint import load_strictly, read_state_dict
+        from facd_basicsr.host.checkpoint import load_strictly, read_state_dict
         load_strictly(net, read_state_dict(args.teacher_weights, 'params', '--teacher-weights'), True,
                       '--teacher-weights')
         print(f'teacher weights: {args.teacher_weights}')

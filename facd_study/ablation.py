@@ -16,9 +16,9 @@ import numpy as np
 import torch
 from basicsr.archs import build_network
 
-from facd_basicsr.distill.checkpoint import fingerprint, read_state_dict
 from facd_basicsr.distill.gate import patch_luma_std
 from facd_basicsr.distill.gate_log import read_gate_log
+from facd_basicsr.host.checkpoint import fingerprint, read_state_dict
 from facd_basicsr.tools.bicubic import bicubic_upscale
 from facd_basicsr.tools.common import load_network
 from facd_study.demo_data import TRAIN_PHOTOS, build_demo_sets

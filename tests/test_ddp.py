@@ -22,8 +22,8 @@ import torch.multiprocessing as mp
 from basicsr.archs import build_network
 from basicsr.models import build_model
 
-from facd_basicsr.distill.dist import check_backend, init_dist, normalise_local_rank_flag, slurm_environment
 from facd_basicsr.distill.gate import patch_psnr
+from facd_basicsr.host.dist import check_backend, init_dist, normalise_local_rank_flag, slurm_environment
 
 from conftest import REPO_ROOT
 from model_helpers import make_opt, photo_batches

@@ -8,7 +8,7 @@ from basicsr.archs import build_network
 from basicsr.models import build_model
 from basicsr.utils.misc import check_resume
 
-from facd_basicsr.distill.checkpoint import fingerprint
+from facd_basicsr.host.checkpoint import fingerprint
 
 from model_helpers import STUDENT, make_opt, photo_batches, save_teacher
 

@@ -23,8 +23,8 @@ import yaml
 from basicsr.archs import build_network
 from basicsr.models import build_model
 
-from facd_basicsr.distill.checkpoint import CheckpointError, CheckpointWriteError, atomic_torch_save, read_state_dict
-from facd_basicsr.distill.resume import load_resume_state
+from facd_basicsr.host.checkpoint import CheckpointError, CheckpointWriteError, atomic_torch_save, read_state_dict
+from facd_basicsr.host.resume import load_resume_state
 from facd_basicsr.tools.checksum import main as checksum_main
 from facd_basicsr.tools.convert_teacher import main as convert_main
 from facd_basicsr.tools.evaluate import main as eval_main

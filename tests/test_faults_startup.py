@@ -18,8 +18,8 @@ import torch
 from basicsr.data import build_dataset
 from basicsr.models import build_model
 
-from facd_basicsr.distill.data_errors import DataRecordError
-from facd_basicsr.distill.nonfinite import NonFiniteWeightsError
+from facd_basicsr.host.data_errors import DataRecordError
+from facd_basicsr.host.nonfinite import NonFiniteWeightsError
 from facd_basicsr.tools import install_into_basicsr as installer
 
 from model_helpers import make_opt, photo_batches

@@ -15,7 +15,7 @@ from setuptools import find_packages
 
 from conftest import REPO_ROOT
 
-RUNTIME_DIRS = ('archs', 'losses', 'models', 'distill')
+RUNTIME_DIRS = ('archs', 'losses', 'models', 'distill', 'host')
 HARNESS = ('facd_study', 'facd_basicsr.tools')
 
 

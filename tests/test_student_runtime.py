@@ -21,7 +21,7 @@ from basicsr.archs import build_network
 from basicsr.models import build_model
 from basicsr.utils.misc import check_resume
 
-from facd_basicsr.distill.student_runtime import StudentRuntime, clip_grad_norm
+from facd_basicsr.host.student_runtime import StudentRuntime, clip_grad_norm
 from facd_basicsr.tools.bicubic import bicubic_lr
 from facd_study.sample_data import load_photo
 

@@ -8,10 +8,10 @@ import pytest
 import torch
 from basicsr.archs.edsr_arch import EDSR
 
-from facd_basicsr.distill.checkpoint import fingerprint
 from facd_basicsr.distill.feature_taps import FeatureTaps
 from facd_basicsr.distill.gate import patch_psnr
 from facd_basicsr.distill.teacher_runtime import TeacherRunner, check_teacher_options, features_to_float32
+from facd_basicsr.host.checkpoint import fingerprint
 from facd_basicsr.tools.bicubic import bicubic_lr
 from facd_study.sample_data import load_photo
 

@@ -1,2 +1,2 @@
-"""The distillation machinery FACDModel runs on: feature taps, the adaptive gate, the teacher runner and its check,
-checkpoint and resume records, and the distributed helpers. Nothing here imports the study harness or the tools."""
+"""Distillation only: feature taps, the adaptive gate and its log, the teacher runner and its start-up check, and the
+degradations of negatives. The generic hardening the models share lives in :mod:`facd_basicsr.host`."""

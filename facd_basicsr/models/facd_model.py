@@ -21,7 +21,7 @@ Options (besides SRModel's)::
       kd_opt: {type: L1Loss, loss_weight: 0.5}            # student vs teacher output, gated
       feature_opt: {type: FACDContrastiveLoss, loss_weight: 0.3}    # gated
       amp: ~                     # student: ~ | bf16 | fp16 (grad scaler); also channels_last, compile, tf32,
-                                 # grad_clip_norm, grad_scaler: see facd_basicsr/distill/student_runtime.py
+                                 # grad_clip_norm, grad_scaler: see facd_basicsr/host/student_runtime.py
 """
 import os.path as osp
 from collections import OrderedDict
@@ -37,18 +37,18 @@ from basicsr.utils.dist_util import master_only
 from basicsr.utils.registry import MODEL_REGISTRY
 
 from facd_basicsr.archs.facd_adapter_arch import FACDAdapterBank
-from facd_basicsr.distill.checkpoint import (CheckpointWriteError, atomic_torch_save, fingerprint, load_strictly,
-                                             network_state, read_state_dict, safe_torch_load)
-from facd_basicsr.distill.data_order import TRACKER, preserved_rng
 from facd_basicsr.distill.degrade import bicubic_round_trip
 from facd_basicsr.distill.feature_taps import FeatureTaps
 from facd_basicsr.distill.gate import AdaptiveGate, gate_options
 from facd_basicsr.distill.gate_log import GateLog, advantage_quantiles
-from facd_basicsr.distill.nonfinite import check_finite_state, check_step, check_weights, newest_checkpoint
-from facd_basicsr.distill.option_checks import check_training_options, nonfinite_mode
-from facd_basicsr.distill.resume import read_training_state
-from facd_basicsr.distill.student_runtime import StudentRuntime, channels_last_option
 from facd_basicsr.distill.teacher_runtime import TeacherRunner
+from facd_basicsr.host.checkpoint import (CheckpointWriteError, atomic_torch_save, fingerprint, load_strictly,
+                                          network_state, read_state_dict, safe_torch_load)
+from facd_basicsr.host.data_order import TRACKER, preserved_rng
+from facd_basicsr.host.nonfinite import check_finite_state, check_step, check_weights, newest_checkpoint
+from facd_basicsr.host.resume import read_training_state
+from facd_basicsr.host.student_runtime import StudentRuntime, channels_last_option
+from facd_basicsr.host.train_options import check_training_options, nonfinite_mode
 from facd_basicsr.losses.feature_loss_base import check_feature_loss
 from facd_basicsr.registry import register_once
 
@@ -408,5 +408,5 @@ class FACDModel(SRModel):
             net = net.to(memory_format=torch.channels_last)
         if not self.opt['dist']:
             return super().model_to_device(net)
-        from facd_basicsr.distill.dist import wrap_ddp
+        from facd_basicsr.host.dist import wrap_ddp
         return wrap_ddp(net.to(self.device), find_unused_parameters=self.opt.get('find_unused_parameters', False))

@@ -12,7 +12,7 @@ import os.path as osp
 import sys
 from typing import List, Optional, Tuple
 
-from facd_basicsr.distill.checkpoint import CheckpointError, safe_torch_load
+from facd_basicsr.host.checkpoint import CheckpointError, safe_torch_load
 from facd_basicsr.tools.teacher_files import TEACHER_FILES, expected_prefix, find_teacher_file
 
 FAILED = ('MISMATCH', 'UNREADABLE', 'MISSING')

@@ -4,7 +4,7 @@ A network is described either by a BasicSR option file (train or test) and one o
 (``network_g`` by default), or by a YAML file holding a bare block such as ``{type: EDSR, num_feat: 64, ...}``.
 Any architecture in BasicSR's ``ARCH_REGISTRY`` works, including the ones this package registers. Networks are
 built by BasicSR's ``build_network`` and checkpoints read by the package's one strict reader
-(``facd_basicsr.distill.checkpoint``); the wrappers here only add messages that name the file at fault.
+(``facd_basicsr.host.checkpoint``); the wrappers here only add messages that name the file at fault.
 """
 import argparse
 import inspect
@@ -21,7 +21,7 @@ from basicsr.archs import build_network
 from basicsr.utils.registry import ARCH_REGISTRY
 from torch import nn
 
-from facd_basicsr.distill.checkpoint import load_strictly, read_state_dict
+from facd_basicsr.host.checkpoint import load_strictly, read_state_dict
 
 IMG_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff', '.webp', '.ppm', '.pgm')
 DEFAULT_PARAM_KEY = 'params'  # what BasicSR's load_network reads unless an option file says otherwise
@@ -118,7 +118,7 @@ def _missing_key_message(path: str, param_key: str) -> str:
 
 
 def load_checkpoint(net: nn.Module, path: str, param_key: Optional[str] = None, network: str = 'the network') -> str:
-    """Load ``path[param_key]`` into ``net`` strictly, through ``distill.checkpoint`` (the package's one reader).
+    """Load ``path[param_key]`` into ``net`` strictly, through ``host.checkpoint`` (the package's one reader).
 
     No key is ever picked silently: ``param_key`` None reads ``params`` (as BasicSR's ``load_network``) and, when
     the file also holds ``params_ema``, prints a note to stderr saying so.

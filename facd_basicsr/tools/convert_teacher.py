@@ -18,7 +18,7 @@ from typing import Dict, List, Optional, Tuple
 import torch
 from basicsr.archs import build_network
 
-from facd_basicsr.distill.checkpoint import CheckpointError, CheckpointWriteError, atomic_torch_save, safe_torch_load
+from facd_basicsr.host.checkpoint import CheckpointError, CheckpointWriteError, atomic_torch_save, safe_torch_load
 
 DIV2K_MEAN = (0.4488, 0.4371, 0.4040)
 IMG_RANGE = 255.

@@ -5,7 +5,7 @@ defaults to NCCL, and ``BaseModel.model_to_device`` passes ``device_ids=[torch.c
 ``DistributedDataParallel``. Both crash on a machine without CUDA. Here:
 
 - :func:`init_dist` chooses NCCL and the local GPU when CUDA is available, gloo and the CPU otherwise;
-  :mod:`facd_basicsr.distill.host_patches` makes BasicSR's ``parse_options`` use it.
+  :mod:`facd_basicsr.host.patches` makes BasicSR's ``parse_options`` use it.
 - :func:`wrap_ddp` wraps a module in DDP with ``device_ids`` on a GPU and without them on the CPU.
 """
 import os

@@ -4,7 +4,7 @@ BasicSR's version unpickles the training state with ``weights_only=False`` (a ``
 experiment folder runs its code on ``--auto_resume``), always calls ``torch.cuda.current_device()`` (so resuming
 crashes without CUDA) and trusts the newest ``.state`` even when it was cut short. Ours:
 
-* loads every state with ``weights_only=True`` (plus :data:`~facd_basicsr.distill.checkpoint.STATE_SAFE_GLOBALS`);
+* loads every state with ``weights_only=True`` (plus :data:`~facd_basicsr.host.checkpoint.STATE_SAFE_GLOBALS`);
 * maps it onto the current GPU when there is one and onto the CPU otherwise;
 * resumes from the newest *complete* checkpoint: a ``.state`` that loads, whose ``net_g_<iter>.pth`` and other
   ``net_*_<iter>.pth`` files load too. With ``--auto_resume`` an incomplete newer one is skipped with a warning
@@ -22,7 +22,7 @@ import torch
 from basicsr.utils import scandir
 from basicsr.utils.misc import check_resume
 
-from facd_basicsr.distill.checkpoint import STATE_SAFE_GLOBALS, CheckpointError, safe_torch_load
+from facd_basicsr.host.checkpoint import STATE_SAFE_GLOBALS, CheckpointError, safe_torch_load
 
 STATE_KEYS = ('epoch', 'iter', 'optimizers', 'schedulers')
 

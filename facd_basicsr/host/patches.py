@@ -1,14 +1,14 @@
 """Host patches of BasicSR 1.4.2's training entry and data loading, applied when the plugin is imported.
 
 * ``basicsr.utils.options.parse_options`` calls ``init_dist`` (``--launcher pytorch|slurm``), which assumes NCCL and
-  ``torch.cuda.set_device``: it now calls :func:`facd_basicsr.distill.dist.init_dist` (gloo on CPUs).
+  ``torch.cuda.set_device``: it now calls :func:`facd_basicsr.host.dist.init_dist` (gloo on CPUs).
 * ``train_pipeline`` calls its module's ``load_resume_state``, which maps the state onto
   ``torch.cuda.current_device()`` and crashes ``--auto_resume`` without CUDA: it now calls
-  :func:`facd_basicsr.distill.resume.load_resume_state`, which also loads the state with ``weights_only=True`` and
+  :func:`facd_basicsr.host.resume.load_resume_state`, which also loads the state with ``weights_only=True`` and
   never resumes from an incomplete checkpoint.
 * ``train_pipeline`` builds its ``CPUPrefetcher`` / ``CUDAPrefetcher`` from its module's names: they become the
-  tracked subclasses of :mod:`facd_basicsr.distill.data_order` (resume in the straight run's data order).
-* Dataset errors name the dataset, the key and the file (:mod:`facd_basicsr.distill.data_errors`).
+  tracked subclasses of :mod:`facd_basicsr.host.data_order` (resume in the straight run's data order).
+* Dataset errors name the dataset, the key and the file (:mod:`facd_basicsr.host.data_errors`).
 
 The plugin is imported in two ways: by our ``facd_basicsr/train.py`` (after ``basicsr.train`` exists) and by the
 drop-in shim of a BasicSR checkout (while ``basicsr.models`` is still importing, before ``basicsr.train`` exists and
@@ -23,10 +23,10 @@ from typing import Callable
 
 import basicsr.utils.options as basicsr_options
 
-from facd_basicsr.distill.data_errors import install_dataset_guards
-from facd_basicsr.distill.data_order import install_tracked_prefetchers
-from facd_basicsr.distill.dist import init_dist, normalise_local_rank_flag
-from facd_basicsr.distill.resume import load_resume_state
+from facd_basicsr.host.data_errors import install_dataset_guards
+from facd_basicsr.host.data_order import install_tracked_prefetchers
+from facd_basicsr.host.dist import init_dist, normalise_local_rank_flag
+from facd_basicsr.host.resume import load_resume_state
 
 
 def patch_training_modules() -> None:
