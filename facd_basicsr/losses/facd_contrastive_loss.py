@@ -13,7 +13,7 @@ from facd_basicsr.registry import register_once
 
 _FORMS = ('ratio', 'infonce')
 _DISTANCES = ('l1', 'l2', 'cosine')
-_NEGATIVES = ('batch', 'student', 'degraded')
+_NEGATIVES = ('batch', 'student', 'degraded', 'history')
 # Keys that only some settings read: key -> (the setting it depends on, the values that read it, what it applies to).
 _SCOPED_KEYS = {
     'distance': ('form', ('ratio', ), 'the ratio form (InfoNCE always compares unit C-vectors by cosine similarity)'),
@@ -54,6 +54,27 @@ def _ratio_distances(anchor: Tensor, teacher: Tensor, pool: Tensor, distance: st
     raise ValueError(f'Unsupported distance {distance!r}. Supported: {", ".join(_DISTANCES)}.')
 
 
+def _history_distances(anchor: Tensor, teacher: Tensor, pool: Tensor, distance: str,
+                       eps: float) -> Tuple[Tensor, Tensor]:
+    """``d(a_i, t_i)`` and ``(1/M) sum_m d(a_i, p_mi)`` for a same-patch pool (M, B, C, H, W), both (B, ).
+
+    l2 and cosine go through the pool mean as in :func:`_ratio_distances`; l1 sums the M distances, which saves
+    O(M*B*C*H*W) for backward (M is small: the history pool's copies).
+    """
+    if distance == 'l1':
+        d_neg = sum(_per_sample_mean((anchor - p).abs()) for p in pool.unbind(0)) / pool.shape[0]
+        return _per_sample_mean((anchor - teacher).abs()), d_neg
+    if distance == 'l2':
+        mean_p = pool.mean(0)
+        spread = _per_sample_mean((pool - mean_p).pow(2).mean(0))
+        return _per_sample_mean((anchor - teacher).pow(2)), _per_sample_mean((anchor - mean_p).pow(2)) + spread
+    if distance == 'cosine':
+        a_hat, t_hat = channel_normalize(anchor, eps), channel_normalize(teacher, eps)
+        p_hat = channel_normalize(pool.flatten(0, 1), eps).view_as(pool).mean(0)
+        return 1 - _per_sample_mean((a_hat * t_hat).sum(1)), 1 - _per_sample_mean((a_hat * p_hat).sum(1))
+    raise ValueError(f'Unsupported distance {distance!r}. Supported: {", ".join(_DISTANCES)}.')
+
+
 @register_once(LOSS_REGISTRY)
 class FACDContrastiveLoss(FeatureLoss):
     """Feature-domain contrastive distillation loss of FACD, with in-batch teacher negatives by default.
@@ -69,6 +90,11 @@ class FACDContrastiveLoss(FeatureLoss):
     - ``'degraded'``: teacher features of degraded inputs, which FACDModel computes by a second teacher forward on
       the LR batch after a bicubic down-and-up round trip by the scale (the blur bicubic interpolation leaves):
       ``s = 0..K-1``, so K = 1 (the default here) is the same patch's degraded features alone.
+    - ``'history'``: hard negatives of the same patch from the student's own past: FACDModel keeps an EMA copy of
+      the student and adapters (``distill.history``, :mod:`facd_basicsr.distill.history`) and passes its adapted
+      maps for K noisy copies of the patch (plus the clean patch): ``d_neg = (1/M) sum_m d(a_i, p_mi)``. Ratio form
+      only; M comes from ``distill.history``, so ``num_negatives`` must stay unset. OUR READING of DCKD (AAAI
+      2025) in the feature domain.
 
     - ``form='ratio'`` (default): ``L_ij = d(a_i, t_i) / (mean_s d(a_i, t_{(i+s) mod B}) + eps)``.
     - ``form='infonce'``: at every position, cosine similarities (over channels) of ``a_i`` with ``t_i`` and the K
@@ -95,7 +121,7 @@ class FACDContrastiveLoss(FeatureLoss):
           tap_weights: ~          # one weight per tap, ~ = all 1.0
           form: ratio             # ratio | infonce
           distance: l1            # l1 | l2 | cosine  (ratio form only)
-          negatives: batch        # batch | student | degraded
+          negatives: batch        # batch | student | degraded | history
           num_negatives: ~        # K, ~ = batch size - 1 (degraded: 1)
           eps: !!float 1e-6
           normalize: false        # unit C-vectors before the distance (ratio form, l1 / l2 only)
@@ -113,7 +139,8 @@ class FACDContrastiveLoss(FeatureLoss):
         tap_weights (Sequence[float] | None): Weight w_j of each tap; None gives 1.0 to every tap. Default: None.
         form (str): 'ratio' | 'infonce'. Default: 'ratio'.
         distance (str | None): 'l1' | 'l2' | 'cosine', ratio form only. Default: None ('l1' under the ratio form).
-        negatives (str): 'batch' | 'student' | 'degraded', the pool of negatives (see above). Default: 'batch'.
+        negatives (str): 'batch' | 'student' | 'degraded' | 'history', the pool of negatives (see above).
+            Default: 'batch'.
         num_negatives (int | None): K >= 1 negatives per anchor; None means B - 1 ('degraded': 1). Must be < B
             ('degraded': <= B). Default: None.
         temperature (float | None): InfoNCE temperature tau > 0, infonce form only. Default: None (0.1 under
@@ -157,6 +184,12 @@ class FACDContrastiveLoss(FeatureLoss):
                 f'num_negatives must be an integer >= 1 or None (= batch size - 1), got {num_negatives!r}.')
         self.num_negatives = num_negatives
         self.negatives = check_choice('negatives', negatives, _NEGATIVES)
+        if self.negatives == 'history' and self.form != 'ratio':
+            raise ValueError('negatives: history works with form: ratio only (its M same-patch negatives enter the '
+                             'ratio\'s denominator).')
+        if self.negatives == 'history' and num_negatives is not None:
+            raise ValueError('num_negatives does nothing with negatives: history; the number of negatives comes from '
+                             'distill.history (num_degraded + include_clean). Remove num_negatives from the options.')
         self.temperature = (None if given['temperature'] is None else check_number(
             'temperature', given['temperature'], strict=True))
         self.eps = check_number('eps', eps, strict=True)
@@ -187,6 +220,11 @@ class FACDContrastiveLoss(FeatureLoss):
         """True when the caller must pass the teacher features of degraded inputs as ``negative_feats``."""
         return self.negatives == 'degraded'
 
+    @property
+    def needs_history_features(self) -> bool:
+        """True when the caller must pass the history pool's maps, (M, B, C, H, W) per tap, as ``negative_feats``."""
+        return self.negatives == 'history'
+
     def shifts(self, batch_size: int) -> Tuple[int, ...]:
         """The batch shifts s of the K negatives of every anchor (see the module notes of feature_loss_util)."""
         if self.negatives == 'degraded':
@@ -195,6 +233,8 @@ class FACDContrastiveLoss(FeatureLoss):
 
     def validate_batch_size(self, batch_size: int) -> None:
         """Raise a ValueError when a batch of ``batch_size`` patches cannot supply the negatives."""
+        if self.negatives == 'history':
+            return
         if self.negatives == 'degraded':
             if self.num_negatives is not None and self.num_negatives > batch_size:
                 raise ValueError(f'num_negatives (K={self.num_negatives}) must be <= batch size ({batch_size}) with '
@@ -227,7 +267,11 @@ class FACDContrastiveLoss(FeatureLoss):
             return loss, 1 - _per_sample_mean(cos[:, 0]), 1 - _per_sample_mean(cos[:, 1:])
         if self.normalize:
             anchor, teacher = channel_normalize(anchor, self.eps), channel_normalize(teacher, self.eps)
-            degraded = None if degraded is None else channel_normalize(degraded, self.eps)
+            degraded = None if degraded is None else channel_normalize(degraded.flatten(0, -4), self.eps).view_as(
+                degraded)
+        if self.negatives == 'history':
+            d_pos, d_neg = _history_distances(anchor, teacher, degraded.detach(), self.distance, self.eps)
+            return d_pos / (d_neg + self.eps), d_pos, d_neg
         pool = self._pool(anchor, teacher, degraded)
         d_pos, d_neg = _ratio_distances(anchor, teacher, pool, self.distance, shifts, self.eps)
         return d_pos / (d_neg + self.eps), d_pos, d_neg
@@ -244,7 +288,8 @@ class FACDContrastiveLoss(FeatureLoss):
             teacher_feats (Sequence[Tensor]): teacher features of the same shapes; treated as constants.
             weight (Tensor | None): per-sample gate g of shape (B, ) in [0, 1]; None means all ones.
             negative_feats (Sequence[Tensor] | None): with ``negatives: degraded`` only (then required): teacher
-                features of the degraded inputs, shaped like ``teacher_feats``; treated as constants.
+                features of the degraded inputs, shaped like ``teacher_feats``; with ``negatives: history`` (then
+                required): the history pool's maps, (M, B, C, H, W) per tap. Treated as constants.
 
         Returns:
             tuple[Tensor, dict]: the scalar loss, and detached logging terms ``tap{j}`` ((1/B) sum_i g_i L_ij),
@@ -263,17 +308,22 @@ class FACDContrastiveLoss(FeatureLoss):
 
     def _check_negative_feats(self, teacher_feats: Sequence[Tensor],
                               negative_feats: Optional[Sequence[Tensor]]) -> Sequence[Optional[Tensor]]:
-        """One degraded-input map per tap (same shapes as the teacher's) or Nones; raises a ValueError otherwise."""
-        if not self.needs_degraded_features:
+        """One negative map per tap (teacher's shape; history: (M, *shape)) or Nones; raises a ValueError otherwise."""
+        if not (self.needs_degraded_features or self.needs_history_features):
             if negative_feats is not None:
-                raise ValueError(f'negative_feats are only used with negatives: degraded (this loss has negatives: '
-                                 f'{self.negatives}).')
+                raise ValueError(f'negative_feats are only used with negatives: degraded or history (this loss has '
+                                 f'negatives: {self.negatives}).')
             return [None] * len(teacher_feats)
         if negative_feats is None:
-            raise ValueError('negatives: degraded needs negative_feats: the teacher features of the degraded inputs '
-                             '(FACDModel passes them).')
+            raise ValueError(f'negatives: {self.negatives} needs negative_feats (FACDModel passes them).')
         shapes = [tuple(t.shape) for t in teacher_feats]
-        if [tuple(n.shape) for n in negative_feats] != shapes:
+        found = [tuple(n.shape) for n in negative_feats]
+        if self.needs_history_features:
+            if len(found) != len(shapes) or any(f[1:] != s for f, s in zip(found, shapes)):
+                raise ValueError(f'negative_feats must be (M, *teacher shape) per tap, teacher shapes {shapes}; got '
+                                 f'{found}.')
+            return negative_feats
+        if found != shapes:
             raise ValueError(f'negative_feats must match the teacher features tap by tap, shapes {shapes}; got '
                              f'{[tuple(n.shape) for n in negative_feats]}.')
         return negative_feats

@@ -21,6 +21,9 @@ class FeatureLoss(nn.Module):
     - ``needs_degraded_features`` (bool): False (default); True when the loss needs the teacher features of
       degraded inputs as ``negative_feats`` (FACDModel then runs the teacher a second time per step). It may be a
       property that depends on the options.
+    - ``needs_history_features`` (bool): False (default); True when the loss needs the ``history`` pool's
+      negatives (FACDModel then keeps an EMA copy of the student and adapters and passes, per tap, an
+      (M, N, C, H, W) tensor of its adapted maps for M degraded or clean copies of every patch as ``negative_feats``).
     - :meth:`validate_batch_size`: called once at start-up with ``batch_size_per_gpu``; the default accepts any.
 
     Write your own: subclass, decorate with ``register_once(LOSS_REGISTRY)`` (from ``facd_basicsr.registry``), put
@@ -38,6 +41,7 @@ class FeatureLoss(nn.Module):
 
     uses_adapter: bool = True
     needs_degraded_features: bool = False
+    needs_history_features: bool = False
 
     def validate_batch_size(self, batch_size: int) -> None:
         """Raise a ValueError when a batch of ``batch_size`` patches cannot feed the loss. Default: any size works.
@@ -59,7 +63,8 @@ class FeatureLoss(nn.Module):
             teacher_feats (Sequence[Tensor]): one (N, C_t, H, W) map per tap; constants (no gradient may reach them).
             weight (Tensor | None): per-sample gate g of shape (N, ) in [0, 1]; None means all ones.
             negative_feats (Sequence[Tensor] | None): teacher features of degraded inputs, shaped like
-                ``teacher_feats``; given exactly when ``needs_degraded_features`` is True, otherwise None.
+                ``teacher_feats``, when ``needs_degraded_features`` is True; the history pool's (M, N, C, H, W)
+                maps per tap when ``needs_history_features`` is True; otherwise None.
 
         Returns:
             tuple[Tensor, dict]: the scalar loss, and detached scalar logging terms; FACDModel logs a ``tap{j}`` key

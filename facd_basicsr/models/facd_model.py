@@ -15,6 +15,8 @@ Options (besides SRModel's)::
       gate_log: false                                     # true: gate_log.csv, share kept + advantage per iter
       teacher_check: true                                 # teacher must beat bicubic on the first val images
       feature_ramp_iters: 0                               # feature-loss weight x min(1, iter / N); 0 = off
+      init_from_teacher: false                            # student starts from slices of the teacher (EDSR, RCAN)
+      history: {decay: 0.999, num_degraded: 4}            # with feature_opt negatives: history (EMA student pool)
     train:
       pixel_opt: {type: L1Loss, loss_weight: 0.5}         # student vs ground truth
       perceptual_opt: ~                                   # optional, used as SRModel uses it (student vs GT)
@@ -41,6 +43,8 @@ from facd_basicsr.distill.degrade import bicubic_round_trip
 from facd_basicsr.distill.feature_taps import FeatureTaps
 from facd_basicsr.distill.gate import AdaptiveGate, gate_options
 from facd_basicsr.distill.gate_log import GateLog, advantage_quantiles
+from facd_basicsr.distill.history import HistoryPool, history_options
+from facd_basicsr.distill.teacher_init import sliced_state
 from facd_basicsr.distill.teacher_runtime import TeacherRunner
 from facd_basicsr.host.checkpoint import (CheckpointWriteError, atomic_torch_save, fingerprint, load_strictly,
                                           network_state, read_state_dict, safe_torch_load)
@@ -54,7 +58,7 @@ from facd_basicsr.registry import register_once
 
 DISTILL_KEYS = ('teacher_taps', 'student_taps', 'adapter', 'gate', 'teacher_check', 'teacher_check_images',
                 'dry_run_size', 'teacher_amp', 'teacher_channels_last', 'teacher_compile', 'teacher_fp32_modules',
-                'feature_ramp_iters', 'gate_log')
+                'feature_ramp_iters', 'gate_log', 'init_from_teacher', 'history')
 DEFAULT_ADAPTER = {'type': 'FACDAdapter', 'kind': 'conv1x1'}
 
 
@@ -67,6 +71,12 @@ def distill_options(opt: dict) -> dict:
     ramp = distill.get('feature_ramp_iters', 0)
     if isinstance(ramp, bool) or not isinstance(ramp, int) or ramp < 0:
         raise ValueError(f'distill.feature_ramp_iters must be an integer >= 0 (0 = no ramp), got {ramp!r}')
+    init = distill.get('init_from_teacher', False)
+    if not isinstance(init, bool):
+        raise ValueError(f'distill.init_from_teacher must be true or false, got {init!r}')
+    if init and (opt.get('path') or {}).get('pretrain_network_g'):
+        raise ValueError('distill.init_from_teacher and path.pretrain_network_g both set the student\'s first '
+                         'weights: keep one of them')
     return distill
 
 
@@ -107,6 +117,8 @@ class FACDModel(SRModel):
         self.student_runtime.prepare_feature_loss(self.cri_feat)  # train.compile_feature_loss
         resume = self._read_resume_record()
         self.net_t = self._build_teacher(resume.get('teacher'))
+        if self.distill_opt.get('init_from_teacher', False) and not resume:
+            self._init_student_from_teacher()
         self.run_teacher = TeacherRunner(
             self.net_t,
             amp=self.distill_opt.get('teacher_amp'),
@@ -123,8 +135,11 @@ class FACDModel(SRModel):
                                  f'the scale), got scale {self.opt.get("scale")}')
         else:
             self._dry_run()
+        self.history = self._build_history()
         if resume.get('params') is not None and self.net_adapter is not None:
             load_strictly(self.get_bare_model(self.net_adapter), resume['params'], True, 'net_adapter (resume)')
+        if resume and self.history is not None:
+            self._load_history(resume['iter'])
         self.student_runtime.load_state_dict(resume.get('student_runtime'))  # the fp16 grad scaler
         if self.distill_opt.get('teacher_check', True) and not resume:
             self._check_teacher()
@@ -142,7 +157,31 @@ class FACDModel(SRModel):
                                     'identity) is missing')
         record = safe_torch_load(record_path, f'the checkpoint of {state_path}', 'adapter record')
         TRACKER.schedule(record.get('data_order'), restore_rng=self.opt.get('world_size', 1) == 1)
-        return record
+        return dict(record, iter=resume_iter)
+
+    def _init_student_from_teacher(self) -> None:
+        """``distill.init_from_teacher``: the student's weights become slices of the teacher's (teacher_init.py)."""
+        net_g = self.get_bare_model(self.net_g)
+        state = sliced_state(self.net_t.state_dict(), net_g.state_dict(), self.opt['network_g'], self.opt['network_t'])
+        load_strictly(net_g, state, True, 'distill.init_from_teacher')
+        get_root_logger().info('Student initialised from slices of the teacher (distill.init_from_teacher).')
+
+    def _build_history(self) -> Optional[HistoryPool]:
+        """The EMA history pool when ``train.feature_opt`` takes ``negatives: history``; else None."""
+        wants = self.cri_feat is not None and getattr(self.cri_feat, 'needs_history_features', False)
+        if not wants:
+            if self.distill_opt.get('history') is not None:
+                raise ValueError('distill.history is set, but train.feature_opt does not use negatives: history')
+            return None
+        options = history_options(self.distill_opt.get('history'))
+        adapter = None if self.net_adapter is None else self.get_bare_model(self.net_adapter)
+        pool = HistoryPool(self.get_bare_model(self.net_g), adapter, self._tap_paths()[1], **options)
+        return pool.to(self.device)
+
+    def _load_history(self, resume_iter: int) -> None:
+        path = osp.join(self.opt['path']['models'], f'net_history_{resume_iter}.pth')
+        state = read_state_dict(path, 'params', 'the history pool (resume)')
+        load_strictly(self.history, state, True, 'net_history (resume)')
 
     def _build_teacher(self, record: Optional[dict]) -> torch.nn.Module:
         if 'network_t' not in self.opt:
@@ -296,6 +335,9 @@ class FACDModel(SRModel):
         self.log_dict = self.reduce_loss_dict(OrderedDict((k, v) for k, v in loss_dict.items() if v is not None))
         if self.ema_decay > 0:
             self.model_ema(decay=self.ema_decay)
+        if self.history is not None:
+            adapter = None if self.net_adapter is None else self.get_bare_model(self.net_adapter)
+            self.history.update(self.get_bare_model(self.net_g), adapter)
 
     def _kd_loss(self, sr_t: torch.Tensor, gate: torch.Tensor) -> torch.Tensor:
         """Gated output KD: with L1/MSE criteria, masking both sides gives (1/N) sum_i g_i L(SR^S_i, SR^T_i).
@@ -315,7 +357,11 @@ class FACDModel(SRModel):
         feats_s = self.student_taps.pop()
         if self.net_adapter is not None:
             feats_s = self.net_adapter(feats_s)
-        negatives = self._degraded_teacher_features() if self.cri_feat.needs_degraded_features else None
+        negatives = None
+        if self.cri_feat.needs_degraded_features:
+            negatives = self._degraded_teacher_features()
+        elif self.history is not None:
+            negatives = self.history.negatives(self.lq)
         l_feat, terms = self.cri_feat(feats_s, feats_t, weight=None if self.gate.always_on else gate,
                                       negative_feats=negatives)
         renamed: Dict[str, torch.Tensor] = OrderedDict()
@@ -362,6 +408,8 @@ class FACDModel(SRModel):
         previous = newest_checkpoint(self.opt)
         try:
             self._save_adapters(current_iter)
+            if self.history is not None:
+                self.save_network(self.history, 'net_history', current_iter)
             super().save(epoch, current_iter)
         except CheckpointWriteError as err:
             raise CheckpointWriteError(err.errno, f'{err.strerror}. Training stopped; the newest complete checkpoint '
