@@ -10,7 +10,7 @@ import os.path as osp
 import platform
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Dict, List, Mapping, Optional, Sequence
+from typing import Callable, Dict, List, Mapping, Optional, Sequence
 
 import numpy as np
 import torch
@@ -25,8 +25,8 @@ from facd_study.demo_data import TRAIN_PHOTOS, build_demo_sets
 from facd_study.experiment import (DELETE, REPO_ROOT, TrainJob, is_trained, latest_weights, load_options, run_cache,
                                    run_jobs, with_overrides)
 from facd_study.sample_data import GREY_PHOTOS, SKLEARN_PHOTOS
-from facd_study.scoring import (format_mean_std, markdown_table, mean_scores, read_pairs, score_outputs, seed_values,
-                                split_scores)
+from facd_study.scoring import (colour_offsets, format_mean_std, markdown_table, mean_scores, read_pairs, score_outputs,
+                                seed_values, split_scores)
 from facd_study.teacher_slice import sliced_state
 
 SPLITS = ('select', 'report')
@@ -277,6 +277,11 @@ def cpu_model() -> str:
 def score_run(opt: dict, folder: str, pairs: Mapping[str, Mapping], teacher: Optional[str] = None) -> dict:
     """Score (or read the stored record of) one trained run on every split; returns its record.
 
+    A record holds the options, per-photo and mean scores, per-photo colour offsets (``colour_offset``: split ->
+    photo -> {'r', 'g', 'b'}, output - GT on the 0-255 scale), the fingerprint of the scored weights (``student``),
+    the gate summary, the teacher's fingerprint and the host. Records written before ``colour_offset`` and
+    ``student`` existed lack them; the tables show '—' there.
+
     Args:
         opt (dict): the run's complete options.
         folder (str): where records are kept (``StudyScale.record_dir``), one ``<run name>.json`` each.
@@ -287,10 +292,14 @@ def score_run(opt: dict, folder: str, pairs: Mapping[str, Mapping], teacher: Opt
     if record is not None:
         return record
     net = load_network(opt['network_g'], latest_weights(opt['name']))
-    per_image = {split: split_scores(net, split_pairs, opt['scale'])[0] for split, split_pairs in pairs.items()}
+    per_image, offsets = {}, {}
+    for split, split_pairs in pairs.items():
+        per_image[split], outputs = split_scores(net, split_pairs, opt['scale'])
+        offsets[split] = colour_offsets(outputs, split_pairs, opt['scale'])
     record = {
         'name': opt['name'], 'options': opt, 'per_image': per_image,
         'scores': {split: mean_scores(scores) for split, scores in per_image.items()},
+        'colour_offset': offsets, 'student': fingerprint(net),
         'gate_on': run_gate_on(opt['name']), 'gate_log': gate_summary(opt['name']), 'teacher': teacher,
         'host': f'{cpu_model()}, torch {torch.__version__}',
     }
@@ -389,11 +398,15 @@ def reference_scores(scale: StudyScale = TINY) -> Dict[str, Dict[str, float]]:
 
 def report_markdown(title: str, intro: str, rows: Sequence[Row], records: Mapping[str, List[dict]],
                     references: Mapping[str, Mapping[str, float]], script: Optional[str] = None,
-                    reference_keys: Sequence[str] = ('scratch', )) -> str:
-    """A markdown section: title, intro, the results table, and the bicubic / teacher reference scores."""
+                    reference_keys: Sequence[str] = ('scratch', ), table: Optional[Callable] = None) -> str:
+    """A markdown section: title, intro, the results table, and the bicubic / teacher reference scores.
+
+    ``table`` builds the table from ``(rows, records, reference_keys, script)``; default :func:`results_table`
+    (the study uses :func:`facd_study.study_table.decision_table`).
+    """
     ref_lines = [f'- {name}: ' + ', '.join(f'{key} {value:.4f}' for key, value in scores.items())
                  for name, scores in references.items()]
-    return (f'## {title}\n\n{intro}\n\n' + results_table(rows, records, reference_keys, script) +
+    return (f'## {title}\n\n{intro}\n\n' + (table or results_table)(rows, records, reference_keys, script) +
             f'\nReferences (bicubic, teacher {common_scale(rows).teacher}):\n\n' + '\n'.join(ref_lines) + '\n' +
             teacher_note(records))
 

@@ -40,6 +40,19 @@ def score_outputs(outputs: Mapping[str, np.ndarray], pairs: Mapping[str, Pair], 
     return {stem: image_scores(outputs[stem], gt, scale) for stem, (_, gt) in pairs.items()}
 
 
+def colour_offsets(outputs: Mapping[str, np.ndarray], pairs: Mapping[str, Pair], crop: int) -> Dict[str, dict]:
+    """Per image, the mean of output - GT per channel on the 0-255 scale, ``crop`` border pixels cut (as the scores):
+    ``{stem: {'r': ..., 'g': ..., 'b': ...}}`` (a positive value: the output is brighter in that channel)."""
+    offsets = {}
+    for stem, (_, gt) in pairs.items():
+        diff = outputs[stem].astype(np.float64) - gt.astype(np.float64)
+        if crop:
+            diff = diff[crop:-crop, crop:-crop]
+        blue, green, red = diff.reshape(-1, 3).mean(0)  # uint8 BGR images
+        offsets[stem] = {'r': float(red), 'g': float(green), 'b': float(blue)}
+    return offsets
+
+
 def mean_scores(per_image: Mapping[str, Mapping[str, float]]) -> Dict[str, float]:
     """Average each metric over the images: ``{'psnr': ..., 'ssim': ...}``."""
     metrics = next(iter(per_image.values())).keys()

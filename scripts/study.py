@@ -12,6 +12,11 @@ Usage (from the repository root):
     python scripts/study.py --rows fd_l1_w1e-1 facd_l1_w1e-2_always --seeds 0 1 2
     python scripts/study.py --scale x4 --teacher            # train (or continue) the x4 teacher, print its scores
     python scripts/study.py --scale x4 --group x4_baselines --versus scratch kd
+    python scripts/study.py --group screen --seeds 0 1 2 3 4 5 6 7 8 9         # issue 32: the x2 screen
+    python scripts/study.py --scale x4 --group confirm --seeds 0 1 2 3 4 --keep-weights
+
+Tables give paired differences with 95 % t-intervals and say whether a row beats each versus row
+(docs/ablation.md, "How we decide that a variant beats another").
 """
 import argparse
 import os
@@ -27,7 +32,10 @@ import facd_basicsr  # noqa: E402,F401  (compat alias before basicsr)
 from facd_study.ablation import (SCALES, crop_luma_std, reference_scores, report_markdown, score_rows,  # noqa: E402
                                  score_run, split_pairs, teacher_fingerprint, train_rows)
 from facd_study.experiment import TrainJob, load_options, run_cache, run_jobs  # noqa: E402
-from facd_study.study_rows import GROUPS, PREFIX, X4_GROUPS, X4_PREFIX, registry, x4_registry  # noqa: E402
+from facd_study.kept_weights import keep_weights  # noqa: E402
+from facd_study.study_rows import (GROUP_VERSUS, GROUPS, PREFIX, X4_GROUPS, X4_PREFIX, registry,  # noqa: E402
+                                   x4_registry)
+from facd_study.study_table import INTRO, decision_table  # noqa: E402
 
 OUT = 'results/study'
 
@@ -42,9 +50,13 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument('--rows', nargs='+', default=[], help='row keys (added to the group)')
     parser.add_argument('--seeds', type=int, nargs='+', default=[0, 1, 2])
     parser.add_argument('--parallel', type=int, default=2, help='runs at once (default 2: one per core)')
-    parser.add_argument('--versus', nargs='+', default=['scratch', 'kd', 'fd_l1_w1e-2'],
-                        help='rows to give paired (same-seed) PSNR differences to')
+    parser.add_argument('--versus', nargs='+', default=None,
+                        help='rows to give paired (same-seed) PSNR differences to (default: the group\'s, see '
+                        'GROUP_VERSUS; else scratch kd fd_l1_w1e-2)')
     parser.add_argument('--score-only', action='store_true', help='do not train; tabulate the runs that exist')
+    parser.add_argument('--keep-weights', action='store_true',
+                        help='copy the final student weights of every recorded run of the rows and seeds next to '
+                        'its record (<run>.pth; for the decisive x4 rows, to be committed)')
     return parser.parse_args()
 
 
@@ -75,6 +87,20 @@ def print_texture(scale) -> None:
         print(f'textured min_std {min_std}: keeps {100 * (stds >= min_std).mean():.1f} % of the patches')
 
 
+def keep_row_weights(rows: list, records: dict, seeds: list, prefix: str, scale) -> None:
+    """Keep the weights of every recorded run of ``rows`` at ``seeds`` next to its record; say which could not be."""
+    pairs = split_pairs(scale)
+    recorded = {run['name'] for runs in records.values() for run in runs}
+    for row in rows:
+        for opt in (row.options(seed, prefix) for seed in seeds):
+            if opt['name'] not in recorded:
+                continue
+            try:
+                print(f'kept {keep_weights(opt, scale.record_dir(OUT), pairs, cache=run_cache())}')
+            except (FileNotFoundError, ValueError) as err:
+                print(f'NOT kept: {err}')
+
+
 def main() -> None:
     args = parse_args()
     start = time.time()
@@ -96,13 +122,16 @@ def main() -> None:
     rows = [table[key] for key in keys]
     if not args.score_only:
         train_rows(rows, args.seeds, prefix, OUT, args.parallel)
-    versus = [table[key] for key in args.versus if key in table and key not in keys]
+    versus_keys = args.versus or list(GROUP_VERSUS.get(args.group, ('scratch', 'kd', 'fd_l1_w1e-2')))
+    versus = [table[key] for key in versus_keys if key in table and key not in keys]
     records = score_rows(rows + versus, args.seeds, prefix, OUT)
-    intro = (f'Seeds {args.seeds}; PSNR/SSIM on the Y channel, crop {scale.scale}, mean ± sample std over seeds; '
-             'Δ = paired PSNR difference to the run of the named row with the same seed (same initialisation and '
-             'data order).')
+    if args.keep_weights:
+        keep_row_weights(rows, records, args.seeds, prefix, scale)
+    intro = (f'Seeds {args.seeds}; PSNR/SSIM on the Y channel, crop {scale.scale}, mean ± sample std over seeds. '
+             + INTRO)
     title = f'FACD study ({scale.name}): {args.group or "selected rows"}'
-    text = report_markdown(title, intro, rows, records, reference_scores(scale), 'scripts/study.py', args.versus)
+    text = report_markdown(title, intro, rows, records, reference_scores(scale), 'scripts/study.py', versus_keys,
+                           table=decision_table)
     os.makedirs(OUT, exist_ok=True)
     path = osp.join(OUT, f'{args.group or ("rows" if scale.name == "x2" else "x4_rows")}.md')
     with open(path, 'w') as f:

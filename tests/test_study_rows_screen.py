@@ -1,0 +1,318 @@
+"""Issue 32, harness side: the x2 screen and x4 confirmation rows, the paired 95 % t-interval and the "beats" rule,
+the worst photo and colour offset columns, and the final student weights kept next to their records."""
+import glob
+import json
+import math
+import os
+import os.path as osp
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from basicsr.archs import build_network
+
+from facd_basicsr.tools import evaluate
+from facd_basicsr.tools.bicubic import bicubic_lr
+from facd_study.ablation import X4, Row, score_run, stored_record
+from facd_study.kept_weights import keep_weights, kept_path
+from facd_study.paired import (LOSES, NO, YES, colour_offset, paired_interval, t_quantile, t_two_sided, verdict,
+                               worst_photo)
+from facd_study.sample_data import load_photo
+from facd_study.scoring import colour_offsets, read_pairs
+from facd_study.study_rows import (GROUP_VERSUS, GROUPS, HISTORY, HISTORY_WEIGHTS, X4_GROUPS, X4_HISTORY_WEIGHT,
+                                   X4_HISTORY_WEIGHTS, X4_PREFIX, registry, x4_registry)
+from facd_study.study_table import decision_table
+
+ROWS, X4_ROWS = registry(), x4_registry()
+
+
+# ------------------------------------------------------------------------------------------- the t-interval
+@pytest.mark.parametrize('df, value', [(1, 12.706), (2, 4.303), (3, 3.182), (4, 2.776), (9, 2.262), (29, 2.045)])
+def test_t_quantile_matches_the_printed_tables(df, value):
+    assert t_quantile(0.975, df) == pytest.approx(value, abs=5e-4)
+
+
+def test_t_distribution_limits_and_other_levels():
+    assert t_two_sided(0., 5) == 0. and t_two_sided(1e9, 5) == pytest.approx(1.)
+    assert t_quantile(0.95, 4) == pytest.approx(2.132, abs=5e-4)  # one-sided 5 % / two-sided 90 %
+    assert t_quantile(0.975, 200) == pytest.approx(1.972, abs=5e-4)  # towards the normal 1.960
+    with pytest.raises(ValueError, match='positive integer'):
+        t_two_sided(1., 0)
+    with pytest.raises(ValueError, match='p must lie'):
+        t_quantile(0.4, 3)
+
+
+def test_paired_interval_is_mean_plus_minus_t_times_the_standard_error():
+    mean, low, high = paired_interval([0.1, 0.2, 0.3])
+    half = 4.3027 * 0.1 / math.sqrt(3)  # sample std 0.1, n 3, t(0.975, 2)
+    assert mean == pytest.approx(0.2) and low == pytest.approx(0.2 - half, abs=1e-4)
+    assert high == pytest.approx(0.2 + half, abs=1e-4)
+    assert math.isnan(paired_interval([0.5])[1])
+
+
+# ------------------------------------------------------------------------------------- hand-made records
+def record(seed, select, report, photos=None, offsets=None, gate=float('nan')):
+    """A run record: mean PSNR per split; ``photos`` {stem: report PSNR}; ``offsets`` {stem: (r, g, b)}."""
+    run = {
+        'name': f'run_s{seed}',
+        'options': {
+            'manual_seed': seed
+        },
+        'gate_on': gate,
+        'scores': {
+            'select': {
+                'psnr': select,
+                'ssim': 0.8
+            },
+            'report': {
+                'psnr': report,
+                'ssim': 0.7
+            }
+        }
+    }
+    if photos is not None:
+        run['per_image'] = {'select': {}, 'report': {stem: {'psnr': v, 'ssim': 0.7} for stem, v in photos.items()}}
+    if offsets is not None:
+        run['colour_offset'] = {'report': {s: dict(zip('rgb', v)) for s, v in offsets.items()}}
+    return run
+
+
+def test_beats_needs_the_select_interval_above_zero_and_the_report_mean_of_the_same_sign():
+    assert verdict([0.10, 0.12, 0.11], [0.05, -0.01, 0.02]) == YES  # interval > 0, report mean +0.02
+    assert verdict([0.10, 0.12, 0.11], [-0.05, 0.01, -0.02]) == NO  # report disagrees
+    assert verdict([0.30, -0.05, 0.20], [0.3, 0.3, 0.3]) == NO  # mean +0.15, but the interval holds 0
+    assert verdict([-0.10, -0.12, -0.11], [-0.02, -0.01, -0.03]) == LOSES
+    assert verdict([0.2], [0.2]) == NO  # one seed: no interval, no claim
+
+
+def test_decision_table_gives_intervals_the_verdict_worst_photo_and_colour_offset():
+    rows = [Row('kd', 'KD', 'facd'), Row('facd', 'FACD', 'facd')]
+    kd = [
+        record(s, 30.0 + s, 26.0, {
+            'left': 26.0,
+            'right': 26.0
+        }, {
+            'left': (0, 0, 0),
+            'right': (0, 0, 0)
+        }) for s in range(3)
+    ]
+    facd = [
+        record(s, 30.1 + s + 0.01 * s, 26.02, {
+            'left': 26.2 - 0.1 * s,
+            'right': 25.9 + 0.05 * s
+        }, {
+            'left': (1., -2., 0.5),
+            'right': (3., 0., -0.5)
+        }, 1.0) for s in range(3)
+    ]
+    lines = decision_table(rows, {'kd': kd, 'facd': facd}, ('kd', )).splitlines()
+    assert lines[0].startswith('| student (EDSR 2x16, x2) | n | select PSNR-Y |')
+    assert '| beats kd? | worst report photo vs kd | report colour offset R / G / B |' in lines[0]
+    # select deltas 0.10 / 0.11 / 0.12: +0.110 ± 4.303 * 0.01 / sqrt(3); report +0.02 each seed
+    # right photo: -0.10 / -0.05 / 0.00 -> mean -0.05 (left: +0.2 / +0.1 / 0.0 -> +0.1)
+    assert lines[3].split(' | ')[6:11] == [
+        '+0.110 [+0.085, +0.135]', '+0.020 [+0.020, +0.020]', 'yes', 'right -0.050 [-0.174, +0.074]',
+        '+2.00 / -1.00 / +0.00'
+    ]
+    assert lines[2].split(' | ')[6:11] == ['—', '—', '—', '—', '+0.00 / +0.00 / +0.00']
+
+
+def test_old_records_without_the_new_fields_show_a_dash_or_say_how_many_runs_had_them():
+    old = [record(s, 30., 26., {'a': 26.}) for s in range(2)]
+    assert colour_offset(old) is None
+    mixed = old + [record(2, 30., 26., {'a': 26.}, {'a': (1., 2., 3.)})]
+    assert colour_offset(mixed) == ({'r': 1., 'g': 2., 'b': 3.}, 1)
+    no_photos = [record(s, 30., 26.) for s in range(2)]  # records before per_image: no worst photo
+    lines = decision_table([Row('kd', 'KD', 'facd'), Row('x', 'X', 'facd')], {
+        'kd': no_photos,
+        'x': mixed
+    }, ('kd', )).splitlines()
+    assert lines[2].split(' | ')[9:11] == ['—', '—']
+    assert lines[3].split(' | ')[9:11] == ['—', '+1.00 / +2.00 / +3.00 (1 of 3 runs)']
+
+
+def test_worst_photo_is_the_lowest_mean_paired_difference_over_shared_seeds():
+    ref = [record(s, 30., 26., {'a': 26., 'b': 27.}) for s in (0, 1)]
+    runs = [
+        record(0, 30., 26., {
+            'a': 25.0,
+            'b': 27.5
+        }),
+        record(1, 30., 26., {
+            'a': 26.6,
+            'b': 26.8
+        }),
+        record(5, 30., 26., {
+            'a': 10.,
+            'b': 10.
+        })
+    ]  # seed 5 has no partner
+    stem, deltas = worst_photo(runs, ref)
+    assert stem == 'a' and deltas == pytest.approx([-1.0, 0.6])  # a: -1.0 / +0.6 -> -0.2; b: +0.5 / -0.2 -> +0.15
+    assert worst_photo(runs, [record(9, 30., 26., {'a': 1.})]) is None
+
+
+def test_colour_offsets_are_output_minus_gt_per_channel_inside_the_cropped_border():
+    gt = load_photo('chelsea')[:40, :48]
+    out = gt.astype(np.int16)
+    out[..., 2] += 3  # red (BGR images)
+    out[..., 0] -= 2  # blue
+    out[:4] = 255  # border rows, cut away by crop 4
+    out = np.clip(out, 0, 255).astype(np.uint8)
+    expected = (np.clip(gt[4:-4, 4:-4].astype(np.int16) + np.array([-2, 0, 3]), 0, 255) - gt[4:-4, 4:-4]).reshape(
+        -1, 3).mean(0)
+    got = colour_offsets({'p': out}, {'p': (None, gt)}, 4)['p']
+    assert [got['b'], got['g'], got['r']] == pytest.approx(list(expected)) and got['g'] == 0.
+    assert got['r'] > 2.5 and got['b'] < -1.5  # the photo's few clipped pixels move the means a little
+
+
+# -------------------------------------------------------------------------------------------- rows, groups
+def test_the_x2_screen_group_has_kd_fd_shipped_facd_and_three_history_weights():
+    keys = GROUPS['screen']
+    assert keys[:3] == ('kd', 'fd_l2_w3e-4', 'facd_l2_w3e-1_teacher_better') and len(keys) == 6
+    assert all(key in ROWS for key in keys + GROUP_VERSUS['screen'])
+    base = ROWS['kd'].options(7, 'abl')
+    for key in keys:
+        opt = ROWS[key].options(7, 'abl')
+        assert opt['name'] == f'abl_{key}_s7' and opt['scale'] == 2 and opt['train']['total_iter'] == 1500
+        assert opt['network_g'] == base['network_g'] and opt['datasets'] == base['datasets']
+        assert not opt['path'].get('init_from_teacher')  # no teacher init at x2
+    weights = []
+    for key in keys[3:]:
+        opt = ROWS[key].options(0, 'abl')
+        feature = opt['train']['feature_opt']
+        assert (feature['type'], feature['form'], feature['distance'],
+                feature['negatives']) == ('FACDContrastiveLoss', 'ratio', 'l2', 'history')
+        assert feature['num_negatives'] is None  # the pool's size comes from distill.history
+        assert opt['distill']['history'] == {
+            'decay': 0.999,
+            'num_degraded': 4,
+            'noise_sigma': [1., 30.],
+            'include_clean': True
+        } == HISTORY
+        assert opt['distill']['gate'] == {'mode': 'teacher_better', 'margin': 0.}
+        weights.append(feature['loss_weight'])
+    assert tuple(weights) == HISTORY_WEIGHTS == (0.1, 0.3, 1.)
+    shipped = ROWS['facd_l2_w3e-1_teacher_better'].options(0, 'abl')
+    assert 'history' not in shipped['distill'] and 'negatives' not in shipped['train']['feature_opt']
+
+
+def test_the_x4_confirm_group_adds_teacher_init_rows_and_keeps_the_old_tinit_row():
+    keys = X4_GROUPS['confirm']
+    assert all(key in X4_ROWS for key in keys + GROUP_VERSUS['confirm'])
+    opts = {key: X4_ROWS[key].options(4, X4_PREFIX) for key in keys}
+    assert all(opt['train']['total_iter'] == 5000 and opt['name'] == f'x4_{key}_s4' for key, opt in opts.items())
+    init = [key for key in keys if key.startswith('tinit_')]
+    assert init == [
+        'tinit_kd', 'tinit_facd_l2_w3e0_teacher_better',
+        f'tinit_facd_l2_w{X4_HISTORY_WEIGHT:.0e}'.replace('e+00', 'e0') + '_history_teacher_better'
+    ]
+    for key in init:
+        assert opts[key]['path']['init_from_teacher'] is True and opts[key]['path']['pretrain_network_g'] is None
+        plain = X4_ROWS[key[len('tinit_'):]].options(4, X4_PREFIX)  # the same row without the init
+        assert opts[key]['train'] == plain['train'] and opts[key]['distill'] == plain['distill']
+    assert 'init_from_teacher' not in opts['tinit']['path']
+    assert opts['tinit']['path']['pretrain_network_g'].endswith('net_g_sliced_for_student.pth')
+    history = [X4_ROWS[key].options(0, X4_PREFIX) for key in X4_ROWS if '_history_' in key]
+    assert sorted({opt['train']['feature_opt']['loss_weight'] for opt in history}) == list(X4_HISTORY_WEIGHTS)
+    assert all(opt['distill']['history'] == HISTORY and opt['distill']['gate_log'] for opt in history)
+
+
+def test_every_committed_x4_record_still_matches_its_row():
+    """A key never changes meaning: the new rows and fields leave every record of docs/study_x4_runs valid."""
+    paths = sorted(glob.glob(osp.join(X4.records, 'x4_*.json')))
+    assert len(paths) >= 45
+    for path in paths:
+        with open(path) as f:
+            name, seed = (lambda r: (r['name'], r['options']['manual_seed']))(json.load(f))
+        key = name[len(X4_PREFIX) + 1:name.rindex('_s')]
+        assert stored_record(X4_ROWS[key].options(seed, X4_PREFIX), X4.records) is not None, name
+
+
+# ------------------------------------------------------------------------------- records and kept weights
+@pytest.fixture
+def scored_run(tmp_path, monkeypatch):
+    """A tiny EDSR x4 'trained' run in tmp_path/experiments, photo crops as select / report splits, its record."""
+    monkeypatch.chdir(tmp_path)
+    pairs = {}
+    for split, photo in (('select', 'chelsea'), ('report', 'coffee')):
+        for sub in ('gt', 'lq_x4'):
+            os.makedirs(tmp_path / 'data' / split / sub)
+        for stem, (top, left) in (('a', (40, 60)), ('b', (120, 200))):
+            gt = np.ascontiguousarray(load_photo(photo)[top:top + 48, left:left + 64])
+            cv2.imwrite(str(tmp_path / 'data' / split / 'gt' / f'{stem}.png'), gt)
+            cv2.imwrite(str(tmp_path / 'data' / split / 'lq_x4' / f'{stem}.png'), bicubic_lr(gt, 4))
+        pairs[split] = read_pairs(str(tmp_path / 'data' / split), 4)
+    opt = X4_ROWS['scratch'].options(0, X4_PREFIX)
+    opt['network_g'].update(num_feat=4, num_block=1)
+    torch.manual_seed(0)
+    net = build_network(dict(opt['network_g']))
+    os.makedirs(tmp_path / 'experiments' / opt['name'] / 'models')
+    torch.save({'params': net.state_dict()},
+               str(tmp_path / 'experiments' / opt['name'] / 'models' / 'net_g_latest.pth'))
+    with open(tmp_path / 'experiments' / opt['name'] / 'run_options.yml', 'w') as f:
+        import yaml
+        yaml.safe_dump(opt, f)
+    return opt, pairs, score_run(opt, str(tmp_path / 'records'), pairs)
+
+
+def test_score_run_records_colour_offsets_and_the_weights_fingerprint(scored_run, tmp_path):
+    opt, pairs, rec = scored_run
+    with open(tmp_path / 'records' / f'{opt["name"]}.json') as f:
+        stored = json.load(f)
+    assert stored['colour_offset'] == rec['colour_offset'] and len(stored['student']) == 64
+    assert sorted(stored['colour_offset']) == ['report', 'select'] and sorted(
+        stored['colour_offset']['report']) == ['a', 'b']
+    assert sorted(stored['colour_offset']['report']['a']) == ['b', 'g', 'r']
+    assert colour_offset([stored])[1] == 1  # the table reads it back
+
+
+def test_kept_weights_load_in_plain_basicsr_and_facd_eval_rescores_the_record(scored_run, tmp_path, capsys):
+    opt, pairs, rec = scored_run
+    folder = str(tmp_path / 'records')
+    path = keep_weights(opt, folder, pairs)
+    assert path == kept_path(opt['name'], folder) == osp.join(folder, f'{opt["name"]}.pth')
+    state = torch.load(path, map_location='cpu', weights_only=True)
+    assert list(state) == ['params']
+    build_network(dict(opt['network_g'])).load_state_dict(state['params'], strict=True)
+    # facd-eval on the split's GT alone makes the same LR (MATLAB bicubic) and gives the recorded per-photo PSNR
+    for split in ('select', 'report'):
+        os.makedirs(tmp_path / 'eval' / split)
+        os.symlink(tmp_path / 'data' / split / 'gt', tmp_path / 'eval' / split / 'HR')
+    with open(tmp_path / 'arch.yml', 'w') as f:
+        json.dump(opt['network_g'], f)  # JSON is YAML
+    code = evaluate.main([
+        '--arch-yaml',
+        str(tmp_path / 'arch.yml'), '--ckpt', path, '--data-root',
+        str(tmp_path / 'eval'), '--sets', 'select', 'report', '--out-dir',
+        str(tmp_path / 'out'), '--device', 'cpu'
+    ])
+    assert code == 0
+    with open(tmp_path / 'out' / 'per_image.csv') as f:
+        rows = [line.strip().split(',') for line in f][1:]
+    assert sorted((r[0], r[1]) for r in rows) == [(s, p) for s in ('report', 'select') for p in ('a', 'b')]
+    for split, image, psnr, _ in rows:
+        assert float(psnr) == pytest.approx(rec['per_image'][split][image]['psnr'], abs=1e-9)
+
+
+def test_keep_weights_refuses_weights_that_are_not_the_recorded_run(scored_run, tmp_path):
+    opt, pairs, rec = scored_run
+    folder = str(tmp_path / 'records')
+    weights = tmp_path / 'experiments' / opt['name'] / 'models' / 'net_g_latest.pth'
+    state = torch.load(str(weights), weights_only=True)
+    state['params']['conv_last.bias'] += 0.05  # retrained, or another run's file
+    torch.save(state, str(weights))
+    with pytest.raises(ValueError, match='not the ones its record scored'):
+        keep_weights(opt, folder, pairs)
+    record_path = osp.join(folder, f'{opt["name"]}.json')
+    with open(record_path) as f:
+        old = json.load(f)
+    del old['student']  # a record from before the fingerprint: checked by its per-photo PSNR instead
+    with open(record_path, 'w') as f:
+        json.dump(old, f)
+    with pytest.raises(ValueError, match='not the recorded run'):
+        keep_weights(opt, folder, pairs)
+    assert not osp.exists(kept_path(opt['name'], folder))
+    with pytest.raises(FileNotFoundError, match='no record of these options'):
+        keep_weights(dict(opt, manual_seed=3), folder, pairs)
