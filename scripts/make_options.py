@@ -1,24 +1,44 @@
-"""Write the reference-protocol option files of METHOD.md: FACD and its baselines for EDSR and RCAN at x2/x3/x4.
+"""Write the reference-protocol option files: FACD and its baselines for EDSR and RCAN at x2/x3/x4, and for the
+deployed students, SwinIR-light (from SwinIR-M) at x2/x3/x4 and SRVGGNetCompact (from RRDBNet) at x4.
 
 Every file under options/train_*.yml, options/baselines/ and options/test/ is generated here, so the families stay
 consistent; tests/test_options.py fails when a committed file differs from what this script writes.
+Test files read the four freely downloadable sets (Set5, Set14, B100, Urban100); Manga109 has its own test file per
+recipe under options/test/manga109/.
 Usage (from the repository root): python scripts/make_options.py [--out options]
 """
 import argparse
 import os
 import os.path as osp
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 ZOO_EDSR = {2: 'be38e77d', 3: '3660f70d', 4: '76ee1c8f'}
 SCALES = (2, 3, 4)
-BENCHMARKS = (('Set5', 'Set5'), ('Set14', 'Set14'), ('B100', 'BSDS100'), ('Urban100', 'Urban100'),
-              ('Manga109', 'Manga109'))
+BENCHMARKS = (('Set5', 'Set5'), ('Set14', 'Set14'), ('B100', 'BSDS100'), ('Urban100', 'Urban100'))
+OPTIONAL_BENCHMARKS = (('Manga109', 'Manga109'), )  # not freely downloadable: a test file of its own
 COMMON_NET = "  img_range: 255.\n  rgb_mean: [0.4488, 0.4371, 0.4040]\n"
+IO = {'num_in_ch': 3, 'num_out_ch': 3}
+NUM_GPU = 'num_gpu: auto  # every visible GPU, or the CPU when there is none (B16G1: CUDA_VISIBLE_DEVICES=0)'
+
+
+def net(arch: str, params: Dict, head: Optional[Dict] = None, scale_key: str = 'upscale', tail: str = COMMON_NET,
+        ) -> Dict:
+    """A network block: ``type``, ``head`` (channels), ``params``, the scale under ``scale_key``, then ``tail``."""
+    return {'type': arch, 'head': IO if head is None else head, 'params': params, 'scale_key': scale_key,
+            'tail': tail}
+
+
+# SwinIR as the official classical (SwinIR-M) and lightweight (SwinIR-S) models: JingyunLiang/SwinIR main_test_swinir
+SWINIR_M = {'img_size': 48, 'window_size': 8, 'embed_dim': 180, 'depths': [6] * 6, 'num_heads': [6] * 6,
+            'mlp_ratio': 2, 'upsampler': 'pixelshuffle', 'resi_connection': '1conv'}
+SWINIR_S = {'img_size': 64, 'window_size': 8, 'embed_dim': 60, 'depths': [6] * 4, 'num_heads': [6] * 4,
+            'mlp_ratio': 2, 'upsampler': 'pixelshuffledirect', 'resi_connection': '1conv'}
+SWINIR_TAIL = '  img_range: 1.\n'
 
 FAMILIES = {
     'EDSR': {
-        'teacher': ('EDSR', {'num_feat': 256, 'num_block': 32, 'res_scale': 0.1}),
-        'student': ('EDSR', {'num_feat': 64, 'num_block': 16, 'res_scale': 1}),
+        'teacher': net('EDSR', {'num_feat': 256, 'num_block': 32, 'res_scale': 0.1}),
+        'student': net('EDSR', {'num_feat': 64, 'num_block': 16, 'res_scale': 1}),
         'teacher_taps': ['body.9', 'body.20', 'conv_after_body'],
         'student_taps': ['body.4', 'body.10', 'conv_after_body'],
         'teacher_file': lambda s: f'EDSR_Lx{s}_f256b32_DIV2K_official-{ZOO_EDSR[s]}.pth',
@@ -27,8 +47,10 @@ FAMILIES = {
         'tag_t': 'f256b32', 'tag_s': 'f64b16',
     },
     'RCAN': {
-        'teacher': ('RCAN', {'num_feat': 64, 'num_group': 10, 'num_block': 20, 'squeeze_factor': 16, 'res_scale': 1}),
-        'student': ('RCAN', {'num_feat': 64, 'num_group': 10, 'num_block': 6, 'squeeze_factor': 16, 'res_scale': 1}),
+        'teacher': net('RCAN', {'num_feat': 64, 'num_group': 10, 'num_block': 20, 'squeeze_factor': 16,
+                                'res_scale': 1}),
+        'student': net('RCAN', {'num_feat': 64, 'num_group': 10, 'num_block': 6, 'squeeze_factor': 16,
+                                'res_scale': 1}),
         'teacher_taps': ['body.2', 'body.6', 'conv_after_body'],
         'student_taps': ['body.2', 'body.6', 'conv_after_body'],
         'teacher_file': lambda s: f'RCAN_BIX{s}.pth',
@@ -37,7 +59,32 @@ FAMILIES = {
                                      f'RCAN_BIX{s}.pth'),
         'tag_t': 'G10B20', 'tag_s': 'G10B6',
     },
+    'SwinIR': {
+        'scales': SCALES,
+        'teacher': net('SwinIR', SWINIR_M, head={'in_chans': 3}, tail=SWINIR_TAIL),
+        'student': net('SwinIR', SWINIR_S, head={'in_chans': 3}, tail=SWINIR_TAIL),
+        # thirds of the residual Swin groups (RSTB outputs are (N, H*W, C) tokens; the taps fold them into maps)
+        'teacher_taps': ['layers.1', 'layers.3', 'conv_after_body'],
+        'student_taps': ['layers.0', 'layers.2', 'conv_after_body'],
+        'teacher_file': lambda s: f'001_classicalSR_DIV2K_s48w8_SwinIR-M_x{s}.pth',
+        'teacher_source': lambda s: 'official SwinIR release v0.0, key params; loads as it is (img_size 48: s48 file)',
+        'tag_t': 'M180G6', 'tag_s': 'S60G4',
+        'scratch_model': 'SwinIRModel',  # stock BasicSR: pads validation images to the window size
+    },
+    'Compact': {
+        'scales': (4, ),
+        'teacher': net('RRDBNet', {'num_feat': 64, 'num_block': 23, 'num_grow_ch': 32}, scale_key='scale', tail=''),
+        'student': net('SRVGGNetCompact', {'num_feat': 64, 'num_conv': 16, 'act_type': 'prelu'}, tail=''),
+        # RRDB blocks 8 and 16 of 23, conv_body; the student's body convolutions 5, 11 and 16 of 16 (body.{2n})
+        'teacher_taps': ['body.7', 'body.15', 'conv_body'],
+        'student_taps': ['body.10', 'body.22', 'body.32'],
+        'teacher_file': lambda s: 'ESRGAN_PSNR_SRx4_DF2K_official-150ff491.pth',
+        'teacher_source': lambda s: 'BasicSR model zoo (ESRGAN PSNR-oriented RRDBNet), key params; loads as it is',
+        'tag_t': 'RRDB23', 'tag_s': 'C64n16',
+    },
 }
+# the variants every family gets; the paper's two families also keep the study's and FAKD's
+CORE_VARIANTS = ('FACD', 'FACDAlways', 'FD', 'KD', 'Scratch')
 
 # variant -> (model_type, title, feature_opt block or None, kd, gate block)
 VARIANTS = {
@@ -64,11 +111,11 @@ VARIANTS = {
 }
 
 
-def net_block(key: str, arch: str, params: Dict, scale: int) -> str:
-    lines = [f'{key}:', f'  type: {arch}', '  num_in_ch: 3', '  num_out_ch: 3']
-    lines += [f'  {k}: {v}' for k, v in params.items()]
-    lines.append(f'  upscale: {scale}')
-    return '\n'.join(lines) + '\n' + COMMON_NET
+def net_block(key: str, spec: Dict, scale: int) -> str:
+    lines = [f'{key}:', f'  type: {spec["type"]}']
+    lines += [f'  {k}: {v}' for k, v in {**spec['head'], **spec['params']}.items()]
+    lines.append(f'  {spec["scale_key"]}: {scale}')
+    return '\n'.join(lines) + '\n' + spec['tail']
 
 
 def experiment_name(variant: str, family: str, scale: int) -> str:
@@ -172,29 +219,38 @@ dist_params:
 """
 
 
+def model_type_of(variant: str, family: str) -> str:
+    """The variant's model; a family may train its students from scratch with a stock BasicSR model of its own."""
+    model_type = VARIANTS[variant][0]
+    return FAMILIES[family].get('scratch_model', model_type) if model_type == 'SRModel' else model_type
+
+
+def test_model_of(family: str) -> str:
+    return FAMILIES[family].get('scratch_model', 'SRModel')
+
+
 def train_file(variant: str, family: str, scale: int) -> str:
-    model_type, title, _, _, gate = VARIANTS[variant]
+    _, title, _, _, gate = VARIANTS[variant]
+    model_type = model_type_of(variant, family)
     spec = FAMILIES[family]
-    t_arch, t_params = spec['teacher']
-    s_arch, s_params = spec['student']
     name = experiment_name(variant, family, scale)
-    text = (f"# {'-' * 110}\n# {title}\n# {family} x{scale}: student {s_arch} {spec['tag_s']}, teacher {t_arch} "
-            f"{spec['tag_t']} (reference protocol, ../README.md)\n"
+    text = (f"# {'-' * 110}\n# {title}\n# {family} x{scale}: student {spec['student']['type']} {spec['tag_s']}, "
+            f"teacher {spec['teacher']['type']} {spec['tag_t']} (reference protocol, ../README.md)\n"
             f"# Teacher file: {spec['teacher_source'](scale)}\n"
             f"# Generated by scripts/make_options.py; edit that script, not this file.\n# {'-' * 110}\n"
-            f"name: {name}\nmodel_type: {model_type}\nscale: {scale}\nnum_gpu: 1  # set to 0 for CPU\n"
-            f"manual_seed: 10\n\n{datasets_block(scale)}\n# student\n{net_block('network_g', s_arch, s_params, scale)}")
+            f"name: {name}\nmodel_type: {model_type}\nscale: {scale}\n{NUM_GPU}\n"
+            f"manual_seed: 10\n\n{datasets_block(scale)}\n# student\n{net_block('network_g', spec['student'], scale)}")
     if model_type == 'FACDModel':
-        text += f"\n# teacher (frozen, never saved)\n{net_block('network_t', t_arch, t_params, scale)}"
+        text += f"\n# teacher (frozen, never saved)\n{net_block('network_t', spec['teacher'], scale)}"
     text += f"\n{path_block(variant, family, scale)}"
     if model_type == 'FACDModel':
         text += f"\n{distill_block(family, gate)}"
     return text + f"\n{train_block(variant)}{tail_block(scale)}"
 
 
-def test_file(variant: str, family: str, scale: int) -> str:
+def test_file(variant: str, family: str, scale: int, benchmarks=BENCHMARKS, suffix: str = '') -> str:
+    """Test option file of a recipe's student on ``benchmarks``; ``suffix`` is added to the run name."""
     spec = FAMILIES[family]
-    s_arch, s_params = spec['student']
     name = experiment_name(variant, family, scale)
     sets = ''.join(f"""  test_{i + 1}:
     name: {label}
@@ -203,11 +259,12 @@ def test_file(variant: str, family: str, scale: int) -> str:
     dataroot_lq: datasets/{folder}/LRbicx{scale}
     io_backend:
       type: disk
-""" for i, (label, folder) in enumerate(BENCHMARKS))
-    return (f"# Test the student of train {name} (a plain {s_arch}: stock SRModel loads it).\n"
+""" for i, (label, folder) in enumerate(benchmarks))
+    model_type = test_model_of(family)
+    return (f"# Test the student of train {name} (a plain {spec['student']['type']}: stock {model_type} loads it).\n"
             f"# Generated by scripts/make_options.py; edit that script, not this file.\n"
-            f"name: {name}\nmodel_type: SRModel\nscale: {scale}\nnum_gpu: 1  # set to 0 for CPU\n"
-            f"manual_seed: 10\n\ndatasets:\n{sets}\n{net_block('network_g', s_arch, s_params, scale)}\n"
+            f"name: {name}{suffix}\nmodel_type: {model_type}\nscale: {scale}\n{NUM_GPU}\n"
+            f"manual_seed: 10\n\ndatasets:\n{sets}\n{net_block('network_g', spec['student'], scale)}\n"
             f"path:\n  pretrain_network_g: experiments/{name}/models/net_g_latest.pth\n  param_key_g: params\n"
             f"  strict_load_g: true\n\nval:\n  save_img: true\n  suffix: ~\n  metrics:\n    psnr:\n"
             f"      type: calculate_psnr\n      crop_border: {scale}\n      test_y_channel: true\n    ssim:\n"
@@ -215,20 +272,26 @@ def test_file(variant: str, family: str, scale: int) -> str:
 
 
 def variants_of(family: str) -> List[str]:
-    """TeacherInit only where shapes allow: RCAN students share the teacher's width; EDSR 64 vs 256 does not."""
+    """TeacherInit only where shapes allow: RCAN students share the teacher's width; EDSR 64 vs 256 does not, nor do
+    SwinIR 60 vs 180 and SRVGGNetCompact vs RRDBNet. FACDLiteral and FAKD only for the paper's families."""
+    if family not in ('EDSR', 'RCAN'):
+        return list(CORE_VARIANTS)
     return [v for v in VARIANTS if v != 'TeacherInit' or family == 'RCAN']
 
 
 def all_files() -> Dict[str, str]:
     """Relative path -> content of every generated option file."""
     files = {}
-    for family in FAMILIES:
-        for scale in SCALES:
+    for family, spec in FAMILIES.items():
+        for scale in spec.get('scales', SCALES):
             for variant in variants_of(family):
                 train_name = f'train_{variant}_{family}_x{scale}.yml'
                 folder = '' if variant == 'FACD' else 'baselines'
                 files[osp.join(folder, train_name)] = train_file(variant, family, scale)
-                files[osp.join('test', f'test_{variant}_{family}_x{scale}.yml')] = test_file(variant, family, scale)
+                test_name = f'test_{variant}_{family}_x{scale}.yml'
+                files[osp.join('test', test_name)] = test_file(variant, family, scale)
+                manga = test_file(variant, family, scale, OPTIONAL_BENCHMARKS, '_Manga109')
+                files[osp.join('test', 'manga109', test_name)] = manga
     return files
 
 

@@ -50,13 +50,36 @@ def test_every_option_file_parses_and_builds_its_networks():
                 if spec not in built:
                     built[spec] = sum(p.numel() for p in build_network(dict(opt[key])).parameters())
     assert len(built) >= 6  # EDSR/RCAN teacher and student at three scales, plus tiny nets
+    types = {opt['type'] for opt in (load(p).get(k) for p in ALL_FILES for k in ('network_g', 'network_t')) if opt}
+    assert {'EDSR', 'RCAN', 'SwinIR', 'RRDBNet', 'SRVGGNetCompact'} <= types
+
+
+def test_recipes_pick_the_device_they_land_on_and_test_files_need_only_the_free_sets():
+    """Issue 29: ``num_gpu: auto`` everywhere; test files read Set5/Set14/B100/Urban100, Manga109 has its own."""
+    generated = load_generator().all_files()
+    for rel in generated:
+        opt = load(osp.join(OPTIONS, rel))
+        assert opt['num_gpu'] == 'auto', rel
+        roots = [ds['dataroot_gt'] for ds in opt['datasets'].values()]
+        if rel.startswith(osp.join('test', 'manga109') + os.sep):
+            assert roots == ['datasets/Manga109/GTmod12'] and opt['name'].endswith('_Manga109'), rel
+        elif rel.startswith('test' + os.sep):
+            assert [r.split('/')[1] for r in roots] == ['Set5', 'Set14', 'BSDS100', 'Urban100'], rel
+            assert osp.join('test', 'manga109', osp.basename(rel)) in generated
+        else:
+            assert not any('Manga109' in r for r in roots), rel
 
 
 def shrink(net_opt):
-    """Narrow channels; EDSR keeps its depth and RCAN its groups so the tap paths stay valid. Fast on CPU."""
+    """Narrow channels; every network keeps the depth its tap paths need (EDSR blocks, RCAN groups, SwinIR groups,
+    RRDBNet blocks, SRVGGNetCompact convolutions). Fast on CPU."""
+    if net_opt['type'] == 'SwinIR':  # six heads of 2 channels; one Swin block per group
+        return dict(net_opt, embed_dim=12, depths=[1] * len(net_opt['depths']))
     small = dict(net_opt, num_feat=8)
     if small['type'] == 'RCAN':
         small.update(squeeze_factor=4, num_block=1)
+    if small['type'] == 'RRDBNet':
+        small.update(num_grow_ch=4)
     return small
 
 
@@ -86,8 +109,14 @@ def tiny_run_options(path, run_dir):
     return out, opt['name']
 
 
-X2_TRAIN = sorted(osp.join(OPTIONS, rel) for rel in load_generator().all_files() if rel.endswith('_x2.yml')
-                  and osp.basename(rel).startswith('train_'))
+# every x2 variant of the paper's families; of the others (same losses), FACD and the stock-model scratch run
+def _tiny_run_covers(rel):
+    name = osp.basename(rel)
+    return rel.endswith('_x2.yml') and name.startswith('train_') and (
+        '_EDSR_' in name or '_RCAN_' in name or name.startswith(('train_FACD_', 'train_Scratch_')))
+
+
+X2_TRAIN = sorted(osp.join(OPTIONS, rel) for rel in load_generator().all_files() if _tiny_run_covers(rel))
 
 
 @pytest.mark.parametrize('path', X2_TRAIN, ids=lambda p: osp.basename(p))
