@@ -38,7 +38,13 @@ def test_reimport_and_second_copy_do_not_raise():
     importlib.reload(facd_basicsr.models)
     cls = MODEL_REGISTRY.get('FACDModel')
 
-    # A second definition under the same name (a copy in a BasicSR checkout) keeps the first registration.
-    copy = type('FACDModel', (object, ), {})
+    # The same class defined by a second copy of the package (installed + inside a BasicSR checkout) is harmless.
+    copy = type('FACDModel', (object, ), {'__module__': 'vendored.facd_basicsr.models.facd_model'})
     assert register_once(MODEL_REGISTRY)(copy) is copy
+    assert MODEL_REGISTRY.get('FACDModel') is cls
+
+    # Another plugin's class under a name we hold is refused, naming both modules (BasicSR raises too).
+    other = type('FACDModel', (object, ), {'__module__': 'other_plugin.models'})
+    with pytest.raises(KeyError, match='facd_basicsr.models.facd_model.*other_plugin.models'):
+        register_once(MODEL_REGISTRY)(other)
     assert MODEL_REGISTRY.get('FACDModel') is cls
