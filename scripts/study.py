@@ -35,7 +35,7 @@ from facd_study.experiment import TrainJob, load_options, run_cache, run_jobs  #
 from facd_study.kept_weights import keep_weights  # noqa: E402
 from facd_study.study_rows import (GROUP_VERSUS, GROUPS, PREFIX, X4_GROUPS, X4_PREFIX, registry,  # noqa: E402
                                    x4_registry)
-from facd_study.study_table import INTRO, decision_table  # noqa: E402
+from facd_study.study_table import INTRO, bicubic_photo_scores, decision_table  # noqa: E402
 
 OUT = 'results/study'
 
@@ -130,8 +130,13 @@ def main() -> None:
     intro = (f'Seeds {args.seeds}; PSNR/SSIM on the Y channel, crop {scale.scale}, mean ± sample std over seeds. '
              + INTRO)
     title = f'FACD study ({scale.name}): {args.group or "selected rows"}'
+    bicubic = bicubic_photo_scores(scale)
+
+    def table(*args) -> str:
+        return decision_table(*args, bicubic=bicubic)
+
     text = report_markdown(title, intro, rows, records, reference_scores(scale), 'scripts/study.py', versus_keys,
-                           table=decision_table)
+                           table=table)
     os.makedirs(OUT, exist_ok=True)
     path = osp.join(OUT, f'{args.group or ("rows" if scale.name == "x2" else "x4_rows")}.md')
     with open(path, 'w') as f:

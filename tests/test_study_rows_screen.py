@@ -1,5 +1,6 @@
 """Issue 32, harness side: the x2 screen and x4 confirmation rows, the paired 95 % t-interval and the "beats" rule,
 the worst photo and colour offset columns, and the final student weights kept next to their records."""
+import dataclasses
 import glob
 import json
 import math
@@ -10,6 +11,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
+import yaml
 from basicsr.archs import build_network
 
 from facd_basicsr.tools import evaluate
@@ -21,8 +23,8 @@ from facd_study.paired import (LOSES, NO, YES, colour_offset, paired_interval, t
 from facd_study.sample_data import load_photo
 from facd_study.scoring import colour_offsets, read_pairs
 from facd_study.study_rows import (GROUP_VERSUS, GROUPS, HISTORY, HISTORY_WEIGHTS, X4_GROUPS, X4_HISTORY_WEIGHT,
-                                   X4_HISTORY_WEIGHTS, X4_PREFIX, registry, x4_registry)
-from facd_study.study_table import decision_table
+                                   X4_HISTORY_WEIGHTS, X4_PREFIX, registry, tag, x4_registry)
+from facd_study.study_table import below_bicubic_cell, bicubic_photo_scores, decision_table
 
 ROWS, X4_ROWS = registry(), x4_registry()
 
@@ -206,7 +208,7 @@ def test_the_x4_confirm_group_adds_teacher_init_rows_and_keeps_the_old_tinit_row
     init = [key for key in keys if key.startswith('tinit_')]
     assert init == [
         'tinit_kd', 'tinit_facd_l2_w3e0_teacher_better',
-        f'tinit_facd_l2_w{X4_HISTORY_WEIGHT:.0e}'.replace('e+00', 'e0') + '_history_teacher_better'
+        f'tinit_facd_l2_w{tag(X4_HISTORY_WEIGHT)}_history_teacher_better'
     ]
     for key in init:
         assert opts[key]['path']['init_from_teacher'] is True and opts[key]['path']['pretrain_network_g'] is None
@@ -225,7 +227,8 @@ def test_every_committed_x4_record_still_matches_its_row():
     assert len(paths) >= 45
     for path in paths:
         with open(path) as f:
-            name, seed = (lambda r: (r['name'], r['options']['manual_seed']))(json.load(f))
+            rec = json.load(f)
+        name, seed = rec['name'], rec['options']['manual_seed']
         key = name[len(X4_PREFIX) + 1:name.rindex('_s')]
         assert stored_record(X4_ROWS[key].options(seed, X4_PREFIX), X4.records) is not None, name
 
@@ -252,7 +255,6 @@ def scored_run(tmp_path, monkeypatch):
     torch.save({'params': net.state_dict()},
                str(tmp_path / 'experiments' / opt['name'] / 'models' / 'net_g_latest.pth'))
     with open(tmp_path / 'experiments' / opt['name'] / 'run_options.yml', 'w') as f:
-        import yaml
         yaml.safe_dump(opt, f)
     return opt, pairs, score_run(opt, str(tmp_path / 'records'), pairs)
 
@@ -316,3 +318,16 @@ def test_keep_weights_refuses_weights_that_are_not_the_recorded_run(scored_run, 
     assert not osp.exists(kept_path(opt['name'], folder))
     with pytest.raises(FileNotFoundError, match='no record of these options'):
         keep_weights(dict(opt, manual_seed=3), folder, pairs)
+
+
+def test_below_bicubic_counts_run_photo_pairs_under_bicubic_on_both_splits(scored_run, tmp_path):
+    opt, pairs, rec = scored_run
+    bicubic = bicubic_photo_scores(dataclasses.replace(X4, data=str(tmp_path / 'data')))
+    assert sorted(bicubic) == ['report', 'select'] and sorted(bicubic['report']) == ['a', 'b']
+    assert all(15 < v < 45 for photos in bicubic.values() for v in photos.values())
+    floor = {split: {stem: 30. for stem in photos} for split, photos in bicubic.items()}
+    runs = [record(0, 30., 26., {'a': 29.5, 'b': 31.}), record(1, 30., 26., {'a': 30.5, 'b': 31.})]
+    for run in runs:
+        run['per_image']['select'] = {'a': {'psnr': 31.}, 'b': {'psnr': 29.}}
+    assert below_bicubic_cell(runs, floor) == '3 of 8 (a, b)'  # report a (seed 0), select b (both seeds)
+    assert below_bicubic_cell([record(0, 30., 26.)], floor) == '—'
