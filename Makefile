@@ -15,7 +15,7 @@ $(STAMP): setup.py
 	test -x $(VPY) || $(PY) -m venv $(VENV)
 	$(PIP) install -q torch==2.14.1 torchvision==0.29.1
 	$(PIP) install -q --no-build-isolation basicsr==1.4.2 lmdb pyyaml opencv-python numpy tb-nightly scikit-image scikit-learn tqdm \
-		pytest flake8 isort yapf onnx onnxruntime matplotlib
+		pytest flake8 isort yapf onnx onnxruntime matplotlib safetensors spandrel==0.4.2
 	$(PIP) install -q --no-build-isolation --no-deps -e .
 	touch $(STAMP)
 

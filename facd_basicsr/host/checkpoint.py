@@ -8,6 +8,9 @@
   naming the option and the keys.
 * :func:`atomic_torch_save`: a temporary file, fsync, ``os.replace``: a killed run or a full disk never leaves a
   half-written file under the final name (BasicSR's ``save_network`` writes in place and ignores write errors).
+* safetensors files (traiNNer-redux's and HuggingFace's format, and ``facd-export --format safetensors``) are read by
+  :func:`read_safetensors` (no pickle at all) and go through :func:`read_state_dict` with the same checks as ``.pth``
+  files; such a file is a bare state dict, so its param key must be None (``param_key_t: ~``).
 """
 import collections
 import contextlib
@@ -17,7 +20,7 @@ import os
 import os.path as osp
 import warnings
 import zipfile
-from typing import Any, Dict, Iterable, Optional
+from typing import Any, Dict, Iterable, Optional, Tuple
 
 import torch
 from torch import nn
@@ -25,6 +28,7 @@ from torch import nn
 # Globals a BasicSR training state holds besides tensors and builtins: MultiStepLR's milestones are a Counter
 # (allowed by default since torch 2.5; listed for older versions).
 STATE_SAFE_GLOBALS = (collections.Counter, )
+SAFETENSORS_SUFFIX = '.safetensors'
 
 
 class CheckpointError(ValueError):
@@ -47,6 +51,8 @@ def _reason(path: str, err: Exception) -> str:
         magic = f.read(4)
     if not magic:
         return 'the file is empty'
+    if is_safetensors(path):
+        return 'it is a safetensors file, and this option reads torch checkpoints (.pth) only'
     if magic.startswith(b'PK'):
         if not zipfile.is_zipfile(path):
             return f'a zip archive that is cut short or corrupt (truncated or half-written?): {first}'
@@ -86,20 +92,76 @@ def safe_torch_load(path: str, option: str, what: str = 'checkpoint', safe_globa
         raise CheckpointError(f'{option}: cannot load the {what} {path}: {_reason(path, err)}') from None
 
 
+def is_safetensors(path: str) -> bool:
+    """Whether ``path`` is (or claims to be) a safetensors file: its suffix, or its first bytes.
+
+    A safetensors file starts with the length of its JSON header (8 bytes, little-endian) and then ``{``; a torch
+    checkpoint starts with ``PK`` (zip) or a pickle opcode, which never pass this test.
+    """
+    if path.lower().endswith(SAFETENSORS_SUFFIX):
+        return True
+    with open(path, 'rb') as f:
+        head = f.read(9)
+    return len(head) == 9 and head[8:] == b'{' and int.from_bytes(head[:8], 'little') <= osp.getsize(path) - 8
+
+
+def read_safetensors(path: str, option: str,
+                     what: str = 'checkpoint') -> Tuple[Dict[str, torch.Tensor], Dict[str, str]]:
+    """The tensors and the metadata (``{}`` when none) of the safetensors file ``path``, on the CPU.
+
+    The format holds no code (a JSON header and raw tensor bytes), so nothing can be executed; a truncated or corrupt
+    file, or a missing ``safetensors`` package, is one :class:`CheckpointError` naming ``path`` and ``option``.
+
+    Raises:
+        FileNotFoundError: ``path`` is not a file.
+        CheckpointError: it cannot be read as safetensors.
+    """
+    if not path or not osp.isfile(path):
+        raise FileNotFoundError(f'{option}: {what} {path!r} does not exist')
+    try:
+        from safetensors import safe_open
+    except ImportError:
+        raise CheckpointError(f'{option}: {path} is a safetensors file and the package safetensors is not installed '
+                              '(pip install safetensors)') from None
+    try:
+        with safe_open(path, framework='pt', device='cpu') as f:
+            return {k: f.get_tensor(k) for k in f.keys()}, dict(f.metadata() or {})
+    except Exception as err:  # noqa: B902  (SafetensorError, OSError, a dtype torch lacks ...)
+        detail = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise CheckpointError(f'{option}: cannot load the {what} {path}: not a readable safetensors file (truncated, '
+                              f'corrupt or another format): {detail}') from None
+
+
+def load_weights_file(path: str, option: str, what: str = 'checkpoint') -> Any:
+    """A safetensors file's tensors (a dict), or else :func:`safe_torch_load` of the file; errors as those two."""
+    if osp.isfile(path) and is_safetensors(path):
+        return read_safetensors(path, option, what)[0]
+    return safe_torch_load(path, option, what)
+
+
 def read_state_dict(path: str, param_key: Optional[str], option: str) -> Dict[str, torch.Tensor]:
     """The state dict stored under ``param_key`` in the checkpoint ``path`` (``param_key`` None: the file itself).
 
+    A safetensors file (found by :func:`is_safetensors`) is read by :func:`read_safetensors`; it is always a bare
+    state dict, so ``param_key`` must be None.
+
     Args:
-        path (str): checkpoint file.
+        path (str): checkpoint file (``.pth`` written by ``torch.save``, or safetensors).
         param_key (str | None): e.g. 'params' or 'params_ema'.
         option (str): the option that named the file, for messages, e.g. 'path.pretrain_network_t'.
 
     Raises:
         FileNotFoundError, CheckpointError: see :func:`safe_torch_load`; also a file whose top level, or whose
             ``param_key`` entry, is not a dict of tensors.
-        KeyError: ``param_key`` is not in the file.
+        KeyError: ``param_key`` is not in the file, or is not None for a safetensors file.
     """
-    ckpt = safe_torch_load(path, option)
+    if osp.isfile(path) and is_safetensors(path):
+        if param_key is not None:
+            raise KeyError(f'{option}: {path} is a safetensors file, a bare state dict without param keys (asked for '
+                           f'{param_key!r}); set path.param_key_t: ~ (tools: --param-key none)')
+        ckpt = read_safetensors(path, option)[0]
+    else:
+        ckpt = safe_torch_load(path, option)
     if not isinstance(ckpt, dict):
         raise CheckpointError(f'{option}: {path} holds a {type(ckpt).__name__}, not a checkpoint dict')
     if param_key is not None:
@@ -123,10 +185,27 @@ def atomic_torch_save(obj: Any, path: str, what: str = 'checkpoint') -> None:
     """
     buffer = io.BytesIO()
     torch.save(obj, buffer)
+    _atomic_write(buffer.getbuffer(), path, what)
+
+
+def atomic_safetensors_save(state: Dict[str, torch.Tensor], path: str, metadata: Optional[Dict[str, str]] = None,
+                            what: str = 'weights file') -> None:
+    """``state`` (CPU copies, contiguous) and ``metadata`` (str -> str) as a safetensors file, written atomically.
+
+    Raises:
+        CheckpointWriteError: as :func:`atomic_torch_save`.
+    """
+    from safetensors.torch import save
+    tensors = {k: v.detach().cpu().contiguous().clone() for k, v in state.items()}
+    _atomic_write(save(tensors, metadata=metadata), path, what)
+
+
+def _atomic_write(data: Any, path: str, what: str) -> None:
+    """Write the bytes ``data`` to ``path`` through ``path + '.tmp'``, fsync and ``os.replace``."""
     tmp = path + '.tmp'
     try:
         with open(tmp, 'wb') as f:
-            f.write(buffer.getbuffer())
+            f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)

@@ -1,6 +1,7 @@
 """Verify downloaded teacher files: ``facd-checksum FILE [FILE...]``.
 
-Each file is first loaded the way our loaders load it (``weights_only=True``: a pickle is never executed), then its
+Each file is first loaded the way our loaders load it (``.pth`` with ``weights_only=True``: a pickle is never
+executed; ``.safetensors``, traiNNer-redux's and HuggingFace's format, by the safetensors reader), then its
 SHA-256 is compared with the prefix known for its name (the table in :mod:`facd_basicsr.tools.teacher_files`, or the
 ``-<8 hex>.pth`` tag of BasicSR zoo names). Prints one line per file: ``OK``, ``MISMATCH``, ``UNKNOWN`` (no published
 hash: nothing to compare with), ``UNREADABLE`` (truncated, corrupt, not a torch file, or a pickle that would run
@@ -12,7 +13,7 @@ import os.path as osp
 import sys
 from typing import List, Optional, Tuple
 
-from facd_basicsr.host.checkpoint import CheckpointError, safe_torch_load
+from facd_basicsr.host.checkpoint import CheckpointError, load_weights_file
 from facd_basicsr.tools.teacher_files import TEACHER_FILES, expected_prefix, find_teacher_file
 
 FAILED = ('MISMATCH', 'UNREADABLE', 'MISSING')
@@ -33,7 +34,7 @@ def check_file(path: str) -> Tuple[str, str]:
         return 'MISSING', 'no such file'
     digest = sha256_of(path)
     try:
-        safe_torch_load(path, 'facd-checksum', 'file')
+        load_weights_file(path, 'facd-checksum', 'file')
     except CheckpointError as err:
         return 'UNREADABLE', f'{err} (sha256 {digest})'
     expected = expected_prefix(path)
