@@ -210,11 +210,12 @@ X4_GATES = ({'mode': 'advantage_ramp', 'margin': 0., 'width': 4.}, {'mode': 'tex
 # best. X4_HISTORY_WEIGHT is a PLACEHOLDER (10 x the shipped 0.3) until the screen has picked its best weight.
 X4_HISTORY_WEIGHTS = (1., 3., 10.)
 X4_HISTORY_WEIGHT = 3.
-INIT_FROM_TEACHER = {'path.init_from_teacher': True}
+# distill.init_from_teacher, as the plugin reads it: under path, BasicSR's make_exp_dirs would makedirs(True)
+INIT_FROM_TEACHER = {'distill.init_from_teacher': True}
 
 
 def init_row(row: Row) -> Row:
-    """``row`` with the student initialised from slices of the teacher by the plugin (``path.init_from_teacher``);
+    """``row`` with the student initialised from slices of the teacher by the plugin (``distill.init_from_teacher``);
     key ``tinit_<row key>``. The older ``tinit`` row loads a sliced file instead and stays as it is."""
     return Row(f'tinit_{row.key}', f'teacher-slice init + {row.label}', row.base,
                dict(row.overrides, **INIT_FROM_TEACHER), row.scale)

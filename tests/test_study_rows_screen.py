@@ -179,7 +179,8 @@ def test_the_x2_screen_group_has_kd_fd_shipped_facd_and_three_history_weights():
         opt = ROWS[key].options(7, 'abl')
         assert opt['name'] == f'abl_{key}_s7' and opt['scale'] == 2 and opt['train']['total_iter'] == 1500
         assert opt['network_g'] == base['network_g'] and opt['datasets'] == base['datasets']
-        assert not opt['path'].get('init_from_teacher')  # no teacher init at x2
+        assert not opt.get('distill', {}).get('init_from_teacher')  # no teacher init at x2
+        assert 'init_from_teacher' not in opt['path']
     weights = []
     for key in keys[3:]:
         opt = ROWS[key].options(0, 'abl')
@@ -211,10 +212,12 @@ def test_the_x4_confirm_group_adds_teacher_init_rows_and_keeps_the_old_tinit_row
         f'tinit_facd_l2_w{tag(X4_HISTORY_WEIGHT)}_history_teacher_better'
     ]
     for key in init:
-        assert opts[key]['path']['init_from_teacher'] is True and opts[key]['path']['pretrain_network_g'] is None
+        assert opts[key]['distill']['init_from_teacher'] is True and opts[key]['path']['pretrain_network_g'] is None
+        assert 'init_from_teacher' not in opts[key]['path']  # BasicSR makes a folder of every other path value
         plain = X4_ROWS[key[len('tinit_'):]].options(4, X4_PREFIX)  # the same row without the init
-        assert opts[key]['train'] == plain['train'] and opts[key]['distill'] == plain['distill']
-    assert 'init_from_teacher' not in opts['tinit']['path']
+        assert opts[key]['train'] == plain['train'] and opts[key]['path'] == plain['path']
+        assert opts[key]['distill'] == dict(plain['distill'], init_from_teacher=True)
+    assert 'init_from_teacher' not in opts['tinit']['path'] and 'distill' not in opts['tinit']
     assert opts['tinit']['path']['pretrain_network_g'].endswith('net_g_sliced_for_student.pth')
     history = [X4_ROWS[key].options(0, X4_PREFIX) for key in X4_ROWS if '_history_' in key]
     assert sorted({opt['train']['feature_opt']['loss_weight'] for opt in history}) == list(X4_HISTORY_WEIGHTS)

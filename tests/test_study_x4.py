@@ -17,8 +17,9 @@ ROWS = x4_registry()
 
 def needs_the_training_side(opt: dict) -> bool:
     """Rows of issue 32 built on options the lead's training code reads (``distill.history``,
-    ``path.init_from_teacher``): their options are tested in test_study_rows_screen.py, their training there."""
-    return 'history' in opt.get('distill', {}) or bool(opt['path'].get('init_from_teacher'))
+    ``distill.init_from_teacher``): their options are tested in test_study_rows_screen.py, their training there."""
+    distill = opt.get('distill', {})
+    return 'history' in distill or bool(distill.get('init_from_teacher'))
 
 
 def test_every_group_names_rows_of_the_registry_and_rows_share_one_protocol():
