@@ -205,3 +205,83 @@ def test_script_refuses_a_checkpoint_of_another_architecture(bench, tmp_path):
     args = ['--opt', opt, '--ckpt', pth, '--data-root', str(bench['root']), '--device', 'cpu']
     proc = run_python(['-m', 'facd_basicsr.tools.evaluate'] + args, cwd=tmp_path, env={'OMP_NUM_THREADS': '1'})
     assert_one_error_line(proc, pth, f'EDSR from {opt} (network_g)')
+
+
+def _net_args(bench):
+    return ['--opt', str(bench['root'] / 'train.yml'), '--ckpt', str(bench['root'] / 'net_g.pth'), '--param-key',
+            'params', '--device', 'cpu']
+
+
+def _one_error(capsys):
+    """The single ``error: ...`` line a tool printed on stderr (a traceback or a second line fails)."""
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith('error: '), lines
+    return lines[0]
+
+
+def test_an_lr_folder_of_another_scale_is_refused_naming_both_files(bench, tmp_path, capsys):
+    """HR 40x40 with an x4 LR (10x10) and an x2 network: refused (it used to score the top-left 20x20 crop)."""
+    set_dir = tmp_path / 'bench' / 'Set5'
+    hr = bench['hrs']['astronaut']
+    (set_dir / 'HR').mkdir(parents=True)
+    (set_dir / 'LR_bicubic' / 'X2').mkdir(parents=True)
+    cv2.imwrite(str(set_dir / 'HR' / 'astronaut.png'), hr)
+    cv2.imwrite(str(set_dir / 'LR_bicubic' / 'X2' / 'astronaut.png'), bicubic_lr(hr, 4))
+    args = _net_args(bench) + ['--data-root', str(tmp_path / 'bench'), '--out-dir', str(tmp_path / 'out')]
+    assert main(args) == 2
+    line = _one_error(capsys)
+    assert line == (f'error: HR {set_dir / "HR" / "astronaut.png"} is 40x40 but LR '
+                    f'{set_dir / "LR_bicubic" / "X2" / "astronaut.png"} is 10x10: at scale x2 the HR should be 20x20 '
+                    '(up to 1 pixel(s) more before a mod-crop): wrong LR folder or scale?')
+    assert not (tmp_path / 'out' / 'summary.csv').exists()
+    cv2.imwrite(str(set_dir / 'LR_bicubic' / 'X2' / 'astronaut.png'), cv2.resize(hr, (21, 21)))  # HR smaller
+    assert main(args) == 2
+    assert 'is 40x40 but LR' in _one_error(capsys)
+
+
+def test_the_mod_crop_remainder_is_still_accepted(bench, tmp_path, capsys):
+    """HR one pixel beyond 2 x LR (41x41, not mod-cropped) scores exactly as its 40x40 crop."""
+    hr = bench['hrs']['chelsea']
+    for name, img in (('even', hr), ('odd', cv2.copyMakeBorder(hr, 0, 1, 0, 1, cv2.BORDER_REFLECT))):
+        (tmp_path / name / 'Set5' / 'HR').mkdir(parents=True)
+        (tmp_path / name / 'Set5' / 'LR_bicubic' / 'X2').mkdir(parents=True)
+        cv2.imwrite(str(tmp_path / name / 'Set5' / 'HR' / 'chelsea.png'), img)
+        cv2.imwrite(str(tmp_path / name / 'Set5' / 'LR_bicubic' / 'X2' / 'chelsea.png'), bicubic_lr(hr, 2))
+        args = _net_args(bench) + ['--data-root', str(tmp_path / name), '--out-dir', str(tmp_path / f'out_{name}')]
+        assert main(args) == 0, capsys.readouterr().err
+    assert cv2.imread(str(tmp_path / 'odd' / 'Set5' / 'HR' / 'chelsea.png')).shape == (41, 41, 3)
+    assert (tmp_path / 'out_odd' / 'per_image.csv').read_text() == (tmp_path / 'out_even' / 'per_image.csv').read_text()
+
+
+def test_layouts_are_detected_never_guessed(bench, tmp_path, capsys):
+    """facd-prepare's GTmod12 + LRbicx<s> is read as such; a set holding both layouts, or none, is an error."""
+    base = _net_args(bench)
+    root = tmp_path / 'datasets'
+    for set_name, lr in (('Set5', True), ('BSDS100', False)):
+        (root / set_name / 'GTmod12').mkdir(parents=True)
+        for photo, hr in bench['hrs'].items():
+            cv2.imwrite(str(root / set_name / 'GTmod12' / f'{photo}.png'), hr)
+            if lr:
+                (root / set_name / 'LRbicx2').mkdir(exist_ok=True)
+                cv2.imwrite(str(root / set_name / 'LRbicx2' / f'{photo}.png'), bicubic_lr(hr, 2))
+    (root / 'DIV2K').mkdir()  # a folder that is no set: skipped
+    assert main(base + ['--data-root', str(root), '--out-dir', str(tmp_path / 'out')]) == 0
+    with open(tmp_path / 'out' / 'summary.csv') as f:
+        summary = list(csv.DictReader(f))
+    assert [(r['set'], r['lr']) for r in summary] == [('Set5', 'files'), ('BSDS100', 'bicubic from HR')]
+    assert summary[0]['psnr'] == summary[1]['psnr']  # the same HR, LR files = bicubic made from HR
+    with open(bench['root'] / 'Set5' / 'HR' / 'astronaut.png', 'rb') as f:
+        assert f.read() == (root / 'Set5' / 'GTmod12' / 'astronaut.png').read_bytes()
+    assert main(base + ['--data-root', str(root), '--sets', 'B100']) == 0  # B100 is BSDS100's other name
+    assert '| BSDS100 | x2 | 2 | bicubic from HR |' in capsys.readouterr().out
+    (root / 'Set5' / 'HR').mkdir()
+    assert main(base + ['--data-root', str(root), '--sets', 'Set5']) == 2
+    assert _one_error(capsys) == (f'error: {root / "Set5"} holds both GTmod12/ (facd-prepare) and HR/ (benchmark '
+                                  'download): pass --layout prepared or --layout benchmark')
+    assert main(base + ['--data-root', str(root), '--sets', 'Set5', '--layout', 'prepared']) == 0
+    assert main(base + ['--data-root', str(tmp_path), '--sets', 'Set5']) == 2
+    assert _one_error(capsys) == (f'error: --sets Set5: no such set under {tmp_path}: looked for '
+                                  f'{tmp_path / "Set5"}/GTmod12/ (what facd-prepare writes) or {tmp_path / "Set5"}/HR/ '
+                                  '(a benchmark download)')
+    assert main(base + ['--data-root', str(tmp_path)]) == 2
+    assert _one_error(capsys).endswith('pass --data-root there')

@@ -125,3 +125,29 @@ def test_a_corrupt_checkpoint_is_one_error_naming_the_file(ckpt, tmp_path, capsy
     assert main(args + ['-o', str(tmp_path / 'o'), '--no-progress']) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith('error: --ckpt') and str(cut) in err[0]
+
+
+def test_a_16_bit_png_stays_16_bit(ckpt, tmp_path, capsys):
+    """A 16-bit PNG (cv2) gives a 16-bit PNG: the network on value / 65535, x65535, rounded; not 8-bit x 257."""
+    photo = make_gt(load_photo('coffee'), 1, 24).astype(np.float64)
+    smooth = cv2.GaussianBlur(photo, (5, 5), 1.5) * 257 + np.arange(24)[:, None, None] * 7  # uses the low byte too
+    img = np.clip(smooth, 0, 65535).round().astype(np.uint16)
+    assert cv2.imwrite(str(tmp_path / 'deep.png'), img)
+    assert cv2.imread(str(tmp_path / 'deep.png'), cv2.IMREAD_UNCHANGED).dtype == np.uint16
+    base = ['--arch-yaml', ckpt['yml'], '--ckpt', ckpt['pth'], '--device', 'cpu', '--no-progress']
+    assert main(base + ['-i', str(tmp_path / 'deep.png'), '-o', str(tmp_path / 'out')]) == 0
+    out = cv2.imread(str(tmp_path / 'out' / 'deep_x2.png'), cv2.IMREAD_UNCHANGED)
+    assert out.dtype == np.uint16 and out.shape == (48, 48, 3)
+    x = torch.from_numpy(img[..., ::-1].transpose(2, 0, 1).astype(np.float32) / 65535.)[None]
+    with torch.no_grad():
+        expected = ckpt['net'](x).clamp(0, 1)[0].numpy().transpose(1, 2, 0)[..., ::-1]
+    assert np.abs(out.astype(np.int64) - (expected * 65535.).round()).max() <= 1
+    assert np.mean(out % 257 != 0) > 0.9  # 16-bit values, not 8-bit ones times 257
+    capsys.readouterr()
+    # a format that holds 8 bits refuses the image instead of reducing it silently
+    assert main(base + ['-i', str(tmp_path / 'deep.png'), '-o', str(tmp_path / 'webp'), '--ext', 'webp']) == 1
+    printed = capsys.readouterr().out
+    assert 'deep.png: a 16-bit image, and --ext webp holds 8 bits per channel: use --ext png or tif' in printed
+    assert not (tmp_path / 'webp' / 'deep_x2.webp').exists()
+    assert main(base + ['-i', str(tmp_path / 'deep.png'), '-o', str(tmp_path / 'tif'), '--ext', 'tif']) == 0
+    assert np.array_equal(cv2.imread(str(tmp_path / 'tif' / 'deep_x2.tif'), cv2.IMREAD_UNCHANGED), out)

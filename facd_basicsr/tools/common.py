@@ -11,17 +11,18 @@ import inspect
 import os
 import os.path as osp
 import sys
+import tempfile
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import cv2
 import numpy as np
 import torch
-import yaml
 from basicsr.archs import build_network
 from basicsr.utils.registry import ARCH_REGISTRY
 from torch import nn
 
 from facd_basicsr.host.checkpoint import load_strictly, read_state_dict
+from facd_basicsr.host.option_file import load_option_file
 
 IMG_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff', '.webp', '.ppm', '.pgm')
 DEFAULT_PARAM_KEY = 'params'  # what BasicSR's load_network reads unless an option file says otherwise
@@ -29,14 +30,16 @@ BARE_STATE_DICT = 'none'  # --param-key none: the checkpoint file is the state d
 
 
 def load_yaml(path: str) -> Dict[str, Any]:
-    """Read a YAML file into a dict; ``FileNotFoundError``/``ValueError`` name the file on failure."""
-    if not osp.isfile(path):
-        raise FileNotFoundError(f'YAML file not found: {path}')
-    with open(path, encoding='utf-8') as f:
-        data = yaml.safe_load(f)
-    if not isinstance(data, dict):
-        raise ValueError(f'{path}: expected a YAML mapping at the top level, got {type(data).__name__}')
-    return data
+    """Read an option file (or a bare architecture block) with the package's safe reader.
+
+    Returns:
+        dict: the top-level mapping (an ``OrderedDict``, as BasicSR reads it).
+
+    Raises:
+        OptionFileError: (a ``ValueError``) a missing or unreadable file, invalid YAML, a tag that would construct a
+            Python object, or a top level that is not a mapping; the message names the file (and the line).
+    """
+    return load_option_file(path)
 
 
 def arch_opt_from_yaml(path: str, net_key: Optional[str] = None) -> Dict[str, Any]:
@@ -218,6 +221,50 @@ def config_error(err: Exception) -> int:
     return 2
 
 
+def _nearest_existing(path: str) -> str:
+    """``path`` or its closest ancestor that exists."""
+    while not osp.lexists(path) and osp.dirname(path) != path:
+        path = osp.dirname(path)
+    return path
+
+
+def check_output_location(option: str, path: str, kind: str = 'folder') -> None:
+    """Check, before any work, that the output ``path`` of ``option`` can be created and written.
+
+    Nothing is created: the closest existing ancestor must be a folder this process can write in (tried with a
+    nameless temporary file, so a read-only file system fails too, for root as well).
+
+    Args:
+        option (str): the option, for the message, e.g. ``'--out-dir'``.
+        path (str): the folder (``kind='folder'``) or file (``kind='file'``) the tool will write.
+        kind (str): ``'folder'`` or ``'file'``. Default: ``'folder'``.
+
+    Raises:
+        ValueError: ``<option> <path>: cannot write the output here: <why>``.
+    """
+    if kind not in ('folder', 'file'):
+        raise ValueError(f'kind {kind!r} is not supported. Supported: folder, file')
+    full = osp.abspath(path)
+    why = None
+    if kind == 'folder' and osp.exists(full) and not osp.isdir(full):
+        why = 'it is a file, not a folder'
+    elif kind == 'file' and osp.isdir(full):
+        why = 'it is a folder, not a file'
+    else:
+        folder = full if kind == 'folder' else osp.dirname(full)
+        existing = _nearest_existing(folder)
+        if not osp.isdir(existing):
+            why = f'{existing} is a file, so no folder can be made under it'
+        else:
+            try:
+                with tempfile.TemporaryFile(dir=existing):
+                    pass
+            except OSError as err:
+                why = f'cannot write in {existing} ({err.strerror or err})'
+    if why:
+        raise ValueError(f'{option} {path}: cannot write the output here: {why}')
+
+
 def pick_device(name: str) -> torch.device:
     """``'auto'`` (CUDA when available), ``'cpu'`` or ``'cuda[:i]'``."""
     if name == 'auto':
@@ -249,20 +296,36 @@ def list_images(folder: str) -> List[str]:
     return [osp.join(folder, n) for n in names]
 
 
-def read_image(path: str) -> Optional[np.ndarray]:
-    """A colour image as uint8 BGR ``(H, W, 3)``; None when the file cannot be read or decoded."""
+DEEP_EXTENSIONS = ('.png', '.tif', '.tiff')  # the output formats that keep 16 bits per channel
+
+
+def read_image(path: str, keep_depth: bool = False) -> Optional[np.ndarray]:
+    """A colour image as uint8 BGR ``(H, W, 3)``; None when the file cannot be read or decoded.
+
+    Args:
+        path (str): the image file.
+        keep_depth (bool): keep a 16-bit (or float) image at its depth instead of reducing it to uint8. Default:
+            False.
+    """
     try:
         buf = np.fromfile(path, dtype=np.uint8)
     except OSError:
         return None
-    img = cv2.imdecode(buf, cv2.IMREAD_COLOR) if buf.size else None
+    flags = cv2.IMREAD_COLOR | (cv2.IMREAD_ANYDEPTH if keep_depth else 0)
+    img = cv2.imdecode(buf, flags) if buf.size else None
     return img
 
 
 def write_image(path: str, img: np.ndarray) -> None:
-    """Write a uint8 BGR image (format from the extension), creating the folder; ``OSError`` on failure."""
+    """Write a uint8 (or, as PNG / TIFF, uint16) BGR image (format from the extension), creating the folder.
+
+    ``OSError`` on failure, and for a uint16 image in a format that would silently reduce it to 8 bits.
+    """
+    ext = osp.splitext(path)[1].lower() or '.png'
+    if img.dtype == np.uint16 and ext not in DEEP_EXTENSIONS:
+        raise OSError(f'Cannot write a 16-bit image as {ext} (8 bits per channel only): use PNG or TIFF')
     os.makedirs(osp.dirname(osp.abspath(path)), exist_ok=True)
-    ok, buf = cv2.imencode(osp.splitext(path)[1] or '.png', img)
+    ok, buf = cv2.imencode(ext, img)
     if not ok:
         raise OSError(f'Cannot encode image for {path}')
     buf.tofile(path)

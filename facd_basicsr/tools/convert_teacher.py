@@ -19,6 +19,7 @@ import torch
 from basicsr.archs import build_network
 
 from facd_basicsr.host.checkpoint import CheckpointError, CheckpointWriteError, atomic_torch_save, safe_torch_load
+from facd_basicsr.tools.common import check_output_location
 
 DIV2K_MEAN = (0.4488, 0.4371, 0.4040)
 IMG_RANGE = 255.
@@ -263,6 +264,10 @@ def _output_path(args: argparse.Namespace) -> str:
         raise ConversionError(f'Output {output} would overwrite the input: pass -o')
     if osp.exists(output) and not args.force:
         raise ConversionError(f'Output {output} exists: pass --force to overwrite it')
+    try:
+        check_output_location('-o' if args.output_opt else 'OUTPUT', output, 'file')
+    except ValueError as err:
+        raise ConversionError(str(err)) from None
     return output
 
 

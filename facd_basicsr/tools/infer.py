@@ -2,6 +2,8 @@
 
 Large images can be processed in overlapping tiles (``--tile``, ``--tile-overlap``, in LR pixels). Images that
 cannot be read or processed are skipped and listed in the summary; the exit code is 1 when any image failed.
+A 16-bit PNG / TIFF input gives a 16-bit output (``--ext png`` or ``tif``); a format that holds 8 bits only
+(``--ext bmp`` / ``webp``) refuses a 16-bit input instead of reducing it silently.
 
 Example::
 
@@ -14,12 +16,13 @@ import sys
 from typing import List, Optional, Tuple
 
 import cv2
+import numpy as np
 import torch
 from tqdm import tqdm
 
-from facd_basicsr.tools.common import (IMG_EXTENSIONS, add_network_args, config_error, infer_scale, list_images,
-                                       network_from_args, pick_device, read_image, self_ensemble, tiled_forward,
-                                       write_image)
+from facd_basicsr.tools.common import (DEEP_EXTENSIONS, IMG_EXTENSIONS, add_network_args, check_output_location,
+                                       config_error, infer_scale, list_images, network_from_args, pick_device,
+                                       read_image, self_ensemble, tiled_forward, write_image)
 from facd_basicsr.tools.scoring import upscale
 
 
@@ -52,9 +55,13 @@ def format_suffix(template: str, scale: int) -> str:
 def upscale_one(net: torch.nn.Module, path: str, out_path: str, args: argparse.Namespace,
                 device: torch.device) -> Optional[str]:
     """Upscale one image file into ``out_path``; returns None on success, else the reason of the failure."""
-    img = read_image(path)
+    img = read_image(path, keep_depth=True)
     if img is None:
         return 'cannot read or decode the image'
+    if img.dtype not in (np.uint8, np.uint16):
+        return f'{img.dtype} pixels are not supported (8- or 16-bit images only)'
+    if img.dtype == np.uint16 and f'.{args.ext}' not in DEEP_EXTENSIONS:
+        return f'a 16-bit image, and --ext {args.ext} holds 8 bits per channel: use --ext png or tif to keep 16 bits'
 
     def tiled(x: torch.Tensor) -> torch.Tensor:
         return tiled_forward(net, x, args.tile, args.tile_overlap)
@@ -90,7 +97,8 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
     parser.add_argument('-i', '--input', required=True, help='an image file or a folder of images')
     parser.add_argument('-o', '--output', default='results/facd_infer', help='output folder')
     parser.add_argument('--suffix', default='_x{scale}', help='added to each output stem. Default: _x{scale}')
-    parser.add_argument('--ext', default='png', choices=['png', 'bmp', 'tif', 'webp'], help='output format')
+    parser.add_argument('--ext', default='png', choices=['png', 'bmp', 'tif', 'webp'],
+                        help='output format. Default: png. png and tif keep 16-bit inputs 16-bit')
     parser.add_argument('--tile', type=int, default=0, help='LR tile side in pixels; 0: whole image. Default: 0')
     parser.add_argument('--tile-overlap', type=int, default=16, help='tile margin in LR pixels. Default: 16')
     parser.add_argument('--self-ensemble', action='store_true', help='x8 flip/rotation self-ensemble (8x slower)')
@@ -106,6 +114,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         if args.tile < 0 or args.tile_overlap < 0:
             raise ValueError(f'--tile ({args.tile}) and --tile-overlap ({args.tile_overlap}) must be >= 0')
         paths = input_paths(args.input)
+        check_output_location('--output', args.output)
         device = pick_device(args.device)
         net, arch_opt, used_key = network_from_args(args, device)
         scale = infer_scale(net, arch_opt.get('num_in_ch', 3))

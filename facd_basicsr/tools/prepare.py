@@ -18,6 +18,7 @@ import sys
 from typing import List, Optional
 
 import facd_basicsr  # noqa: F401  (compat shim: must precede the first basicsr import)
+from facd_basicsr.tools.common import check_output_location
 from facd_basicsr.tools.prepare_bench import prepare_benchmark
 from facd_basicsr.tools.prepare_check import check_tree, shipped_options
 from facd_basicsr.tools.prepare_div2k import prepare_div2k
@@ -83,12 +84,15 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = parser.parse_args(argv)
     _validate(parser, args)
     try:
+        if args.div2k or args.benchmark:
+            check_output_location('--root', args.root)
+            check_output_location('--root', osp.join(args.root, 'datasets'))
         if args.div2k:
             prepare_div2k(args.div2k, args.root, args.scales, args.workers, args.overwrite, print,
                           crop_size=args.crop_size, step=args.step, thresh_size=args.thresh_size)
         if args.benchmark:
             prepare_benchmark(args.benchmark, args.root, args.sets, args.scales, args.workers, args.overwrite, print)
-    except PrepareError as err:
+    except (PrepareError, ValueError) as err:
         print(f'facd-prepare: error: {err}', file=sys.stderr)
         return 2
     except KeyboardInterrupt:

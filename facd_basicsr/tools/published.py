@@ -1,6 +1,6 @@
 """Published PSNR figures (dB, Y channel, crop = scale) that ``facd-eval`` prints beside matching runs.
 
-Source: the table "Published figures to compare against" of the project's METHOD.md — RCAN 10x6 student
+Source: the table "Published figures to compare against" of docs/method.md — RCAN 10x6 student
 distilled from the RCAN 10x20 teacher (FAKD protocol). Rows marked "FAKD paper" come from the FAKD paper,
 "aggregator listing" rows (LSFD, FACD) from a results listing, not from the FACD paper itself.
 """
@@ -20,7 +20,7 @@ PUBLISHED_PSNR: Dict[str, Dict[Tuple[str, int], float]] = {
     for _, label, values in _ROWS
 }
 
-# Architecture options that identify the published networks (all other options as BasicSR's defaults / METHOD.md).
+# Architecture options that identify the published networks (all other options as BasicSR's defaults / docs/method.md).
 ROLE_ARCHS = {
     'teacher': {
         'type': 'RCAN',
