@@ -1,4 +1,5 @@
-"""facd-export: tiny EDSR and RCAN to TorchScript + ONNX, dynamic H/W checked with onnxruntime, exit codes."""
+"""facd-export: tiny EDSR, RCAN and SwinIR to TorchScript + ONNX (dynamic batch / H / W checked with onnxruntime),
+safetensors read back, exit codes. spandrel round trips: tests/test_spandrel_export.py."""
 import os.path as osp
 import sys
 
@@ -11,6 +12,7 @@ import yaml
 from basicsr.archs import build_network
 from test_tool_infer import assert_one_error_line, other_architecture_checkpoint
 
+from facd_basicsr.host.checkpoint import read_state_dict
 from facd_basicsr.tools.export import main
 
 from conftest import run_python
@@ -95,3 +97,68 @@ def test_script_refuses_a_checkpoint_of_another_architecture(tmp_path):
     proc = run_python(['-m', 'facd_basicsr.tools.export'] + args, cwd=tmp_path, env={'OMP_NUM_THREADS': '1'})
     assert_one_error_line(proc, pth, f'EDSR from {opt} (network_g)')
     assert not (tmp_path / 'exported').exists()
+
+
+def test_an_unwritable_out_dir_is_one_error_line_before_the_network_is_read(tmp_path):
+    """``--out-dir`` under a regular file (unwritable even for root): exit 2, one line naming option and path."""
+    _, opt, _ = _checkpoint(tmp_path, 'edsr')
+    (tmp_path / 'a_file').write_text('not a folder')
+    out = str(tmp_path / 'a_file' / 'exported')
+    args = ['--opt', opt, '--ckpt', str(tmp_path / 'missing.pth'), '--out-dir', out]  # the checkpoint is never read
+    proc = run_python(['-m', 'facd_basicsr.tools.export'] + args, cwd=tmp_path, env={'OMP_NUM_THREADS': '1'})
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.strip().splitlines() == [
+        f'error: --out-dir {out}: cannot write the exports there: {tmp_path / "a_file"} is a file, not a folder'
+    ]
+
+
+SWINIR = {
+    'type': 'SwinIR',
+    'upscale': 2,
+    'in_chans': 3,
+    'img_size': 16,
+    'window_size': 4,
+    'img_range': 1.,
+    'depths': [2],
+    'embed_dim': 12,
+    'num_heads': [2],
+    'mlp_ratio': 2,
+    'upsampler': 'pixelshuffledirect',
+    'resi_connection': '1conv'
+}
+
+
+def test_swinir_onnx_and_torchscript_run_at_any_batch_and_size(tmp_path, capsys):
+    """Traced as it is, SwinIR keeps the example's batch (and, at img_size, its mask): here both stay dynamic."""
+    torch.manual_seed(0)
+    net = build_network(dict(SWINIR)).eval()
+    torch.save({'params': net.state_dict()}, tmp_path / 'swinir.pth')
+    (tmp_path / 'swinir.yml').write_text(yaml.safe_dump(SWINIR))
+    args = ['--arch-yaml', str(tmp_path / 'swinir.yml'), '--ckpt', str(tmp_path / 'swinir.pth'), '--out-dir',
+            str(tmp_path)]
+    assert main(args + ['--check-sizes', '16x16', '20x12']) == 0  # traced at img_size, then batch 2 at 20x12
+    printed = capsys.readouterr().out
+    assert printed.count('| yes |') == 4 and '(2, 3, 20, 12)' in printed
+    x = torch.rand(3, 3, 8, 28)
+    with torch.no_grad():
+        ref = net(x).numpy()
+    sr = onnxruntime.InferenceSession(str(tmp_path / 'swinir.onnx')).run(None, {'lr': x.numpy()})[0]
+    assert np.abs(sr - ref).max() < 1e-4
+    with torch.no_grad():
+        assert np.abs(torch.jit.load(str(tmp_path / 'swinir.pt'))(x).numpy() - ref).max() < 1e-4
+    assert main(args + ['--formats', 'onnx']) == 0  # default check sizes rounded up to the window: 32x32, 48x28
+    assert '(2, 3, 48, 28)' in capsys.readouterr().out
+    assert main(args + ['--formats', 'torchscript', '--ts-mode', 'script']) == 2
+    assert capsys.readouterr().err.startswith('error: --ts-mode script: SwinIR cannot be scripted')
+
+
+def test_safetensors_export_reads_back_through_our_reader(tmp_path, capsys):
+    net, opt, pth = _checkpoint(tmp_path, 'edsr')
+    assert main(['--opt', opt, '--ckpt', pth, '--out-dir', str(tmp_path), '--format', 'safetensors']) == 0
+    printed = capsys.readouterr().out
+    assert printed.count('| facd loader |') == 2 and printed.count('| yes |') == 2
+    assert 'spandrel: does not load BasicSR-layout EDSR' in printed and '| not checked |' in printed
+    state = read_state_dict(str(tmp_path / 'edsr.safetensors'), None, '--ckpt')
+    assert all(torch.equal(state[k], v) for k, v in net.state_dict().items()) and set(state) == set(net.state_dict())
+    with pytest.raises(KeyError, match='is a safetensors file, a bare state dict without param keys'):
+        read_state_dict(str(tmp_path / 'edsr.safetensors'), 'params', '--ckpt')
