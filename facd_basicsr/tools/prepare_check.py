@@ -4,12 +4,17 @@ For every option file, every ``datasets.<phase>`` block: each ``dataroot_gt`` / 
 paths against the folder the recipes run from); an LMDB has ``data.mdb`` and ``meta_info.txt``, as many keys as
 ``meta_info.txt`` lines, and its first and last images decode to the recorded shapes; a folder holds images; GT and
 LQ hold the same names (LMDB keys, or ``filename_tmpl`` for folders) and every GT size is the LQ size times ``scale``.
+
+Manga109 is not freely downloadable, so data of :data:`OPTIONAL_SETS` that is not there at all is "missing,
+optional": reported, but the check still passes when everything else is ready (:func:`run_check`). An optional set
+that is there but broken is a problem like any other.
 """
 import os
 import os.path as osp
 import re
 import struct
-from typing import Dict, List, Optional, Sequence, Tuple
+import sys
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import cv2
 import lmdb
@@ -21,6 +26,8 @@ from facd_basicsr.tools.prepare_io import list_images
 # dataroots that facd-prepare writes: the only ones a scan of the shipped option files holds against a tree
 PREPARED = re.compile(r'(^|/)datasets/(DIV2K/DIV2K_train_(HR|LR_bicubic_X\d+)_sub\.lmdb|[^/]+/(GTmod12|LRbicx\d+))/?$')
 Sizes = Dict[str, Tuple[int, int]]
+OPTIONAL_SETS = ('Manga109', )  # benchmark sets a user may not have: the shipped test files read them separately
+OPTIONAL_ROOT = re.compile(r'(^|/)datasets/(' + '|'.join(OPTIONAL_SETS) + r')/')
 
 
 def shipped_options() -> str:
@@ -177,3 +184,47 @@ def check_tree(root: str, paths: Sequence[str]) -> List[Tuple[str, Optional[List
         problems = check_option_file(path, root, cache)
         report.append((path, problems if problems is not None else ['names no dataroot']))
     return report
+
+
+def optional_problem(problem: str) -> bool:
+    """Whether ``problem`` (a line of :func:`check_option_file`) is an optional set's dataroot that is not there."""
+    return problem.endswith(': not found') and bool(OPTIONAL_ROOT.search(problem.split(' ', 1)[0].replace('\\', '/')))
+
+
+def file_status(problems: Optional[List[str]]) -> str:
+    """``'skipped'`` (None), ``'ok'``, ``'optional'`` (only optional data is missing) or ``'missing'``."""
+    if problems is None:
+        return 'skipped'
+    if not problems:
+        return 'ok'
+    return 'optional' if all(optional_problem(p) for p in problems) else 'missing'
+
+
+def run_check(root: str, opt_paths: Optional[Sequence[str]] = None, out: Callable[[str], None] = print) -> int:
+    """``facd-prepare --check``: per option file, what the tree under ``root`` lacks.
+
+    Each checked file is ``ok``, ``MISSING`` (data it needs is absent or broken) or ``missing, optional`` (only a set
+    of :data:`OPTIONAL_SETS` is absent, e.g. the Manga109 test files). Returns 0 when no file is ``MISSING`` (every
+    recipe and test file of the free data is ready), 1 otherwise or when no file was checked.
+    """
+    report = check_tree(root, opt_paths or [shipped_options()])
+    counts = {'ok': 0, 'missing': 0, 'optional': 0, 'skipped': 0}
+    labels = {'ok': 'ok', 'missing': 'MISSING', 'optional': 'missing, optional'}
+    for path, problems in report:
+        status = file_status(problems)
+        counts[status] += 1
+        if status == 'skipped':
+            continue
+        shown = osp.relpath(path) if not osp.relpath(path).startswith('..') else path
+        out(f'{shown}: {labels[status]}')
+        for problem in problems:
+            out(f'  - {problem}')
+    optional = (f', {counts["optional"]} optional with missing data ({", ".join(OPTIONAL_SETS)} is not freely '
+                'downloadable; facd-prepare --benchmark prepares it when you have it)') if counts['optional'] else ''
+    skipped = f', {counts["skipped"]} skipped (read no data facd-prepare writes)' if counts['skipped'] else ''
+    out(f'facd-prepare --check ({osp.abspath(root)}): {counts["ok"]} option file(s) ok, {counts["missing"]} '
+        f'incomplete{optional}{skipped}')
+    if counts['skipped'] == len(report):
+        print('facd-prepare --check: no option file checked', file=sys.stderr)
+        return 1
+    return 1 if counts['missing'] else 0
