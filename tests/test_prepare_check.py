@@ -11,8 +11,9 @@ import cv2
 import numpy as np
 import pytest
 
-from conftest import REPO_ROOT
 from facd_basicsr.tools.prepare_check import check_tree, file_status, run_check
+
+from conftest import REPO_ROOT
 
 TEST_OPTIONS = osp.join(REPO_ROOT, 'options', 'test')
 FREE = ('Set5', 'Set14', 'BSDS100', 'Urban100')
