@@ -3,6 +3,8 @@
 BasicSR model-zoo files carry the first 8 hex digits of their SHA-256 in the name (``...-76ee1c8f.pth``); that is the
 prefix recorded here. Official EDSR-PyTorch / RCAN ``.pt`` files and our converted RCAN ``.pth`` files have no
 published hash: their prefix is ``None`` and ``facd-checksum`` reports them as UNKNOWN (we never invent hashes).
+The official SwinIR releases carry no hash in their names; for x2 and x4 the whole SHA-256 recorded here is the one
+that public third-party code states for the file (not computed here, we have no copy); x3 has none.
 """
 import os.path as osp
 import re
@@ -13,7 +15,17 @@ ZOO_SOURCE = 'BasicSR model zoo (BasicSR scripts/download_pretrained_models.py E
 EDSR_PYTORCH_SOURCE = 'official EDSR-PyTorch, https://cv.snu.ac.kr/research/EDSR/models/'
 RCAN_SOURCE = 'official RCAN (yulunzhang/RCAN, models_ECCV2018RCAN.zip)'
 NAME_HASH = re.compile(r'-([0-9a-f]{8})\.pth$')
+SWINIR_SOURCE = 'official SwinIR release v0.0, https://github.com/JingyunLiang/SwinIR/releases'
+ESRGAN_SOURCE = 'BasicSR model zoo (BasicSR scripts/download_pretrained_models.py ESRGAN)'
 BASELINES = ('FACDAlways', 'FACDLiteral', 'FAKD', 'FD', 'KD')
+DEPLOY_BASELINES = ('FACDAlways', 'FD', 'KD')  # the distillation baselines of the SwinIR and Compact families
+# SHA-256 of official SwinIR-M files as stated by public third-party code (x4: two independent repositories agree;
+# x2: one). Not verified here: no copy of the files on this machine.
+SWINIR_M_SHA256 = {
+    2: 'ac6d4895f73aa1b3d563937e29dcedcfdff4d401280e248f23db3c6f68e8343b',
+    3: None,
+    4: '129dc773ba2d4c07f3eb0bb116fbe692011b7cc072d9ca12797cd3748198610a',
+}
 
 
 @dataclass(frozen=True)
@@ -39,7 +51,8 @@ class TeacherFile:
 def _option_files(family: str, scale: int) -> Tuple[str, ...]:
     """Our option files that load the ``family`` teacher at ``scale`` (FACD and the distillation baselines)."""
     files = [f'options/train_FACD_{family}_x{scale}.yml']
-    files += [f'options/baselines/train_{name}_{family}_x{scale}.yml' for name in BASELINES]
+    baselines = BASELINES if family in ('EDSR', 'RCAN') else DEPLOY_BASELINES
+    files += [f'options/baselines/train_{name}_{family}_x{scale}.yml' for name in baselines]
     if family == 'RCAN':  # the student starts from the teacher's tensors of matching shape
         files.append(f'options/baselines/train_TeacherInit_RCAN_x{scale}.yml')
     return tuple(files)
@@ -106,7 +119,37 @@ def _rcan() -> Tuple[TeacherFile, ...]:
     return tuple(files)
 
 
-TEACHER_FILES: Tuple[TeacherFile, ...] = _zoo_edsr() + _official_edsr() + _rcan()
+def _swinir() -> Tuple[TeacherFile, ...]:
+    files = [
+        TeacherFile(
+            f'001_classicalSR_DIV2K_s48w8_SwinIR-M_x{s}.pth',
+            SWINIR_M_SHA256[s],
+            SWINIR_SOURCE,
+            _option_files('SwinIR', s),
+            note='SwinIR-M (classical SR, DIV2K, 48 px patches): 6 x 6 Swin blocks, 180 ch, window 8, img_size 48, key '
+            'params; loads strictly into BasicSR SwinIR as it is' + ('' if SWINIR_M_SHA256[s] else '; no hash known'))
+        for s in (2, 3, 4)
+    ]
+    files += [
+        TeacherFile(
+            f'002_lightweightSR_DIV2K_s64w8_SwinIR-S_x{s}.pth',
+            None,
+            SWINIR_SOURCE,
+            note='SwinIR-S (lightweight SR): the SwinIR recipes\' student network (img_size 64), key params')
+        for s in (2, 3, 4)
+    ]
+    return tuple(files)
+
+
+def _esrgan() -> Tuple[TeacherFile, ...]:
+    note = 'RRDBNet 23 blocks x 64 ch, growth 32, PSNR-oriented (L1, DF2K), key params; loads as it is'
+    return (TeacherFile('ESRGAN_PSNR_SRx4_DF2K_official-150ff491.pth', '150ff491', ESRGAN_SOURCE,
+                        _option_files('Compact', 4), note=note),
+            TeacherFile('RRDBNet_PSNR_SRx4_DF2K_official-150ff491.pth', '150ff491', ESRGAN_SOURCE,
+                        note=note + '; the name older BasicSR releases gave the same file'))
+
+
+TEACHER_FILES: Tuple[TeacherFile, ...] = _zoo_edsr() + _official_edsr() + _rcan() + _swinir() + _esrgan()
 
 
 def find_teacher_file(path: str) -> Optional[TeacherFile]:
