@@ -29,11 +29,13 @@ import numpy as np
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
 import facd_basicsr  # noqa: E402,F401  (compat alias before basicsr)
+from facd_basicsr.tools.common import build_arch, load_network  # noqa: E402
 from facd_study.ablation import (SCALES, crop_luma_std, reference_scores, report_markdown, score_rows,  # noqa: E402
-                                 score_run, split_pairs, teacher_fingerprint, train_rows)
+                                 score_run, split_pairs, teacher_fingerprint, teacher_weights, train_rows)
 from facd_study.experiment import TrainJob, load_options, run_cache, run_jobs  # noqa: E402
 from facd_study.kept_weights import keep_weights  # noqa: E402
-from facd_study.study_rows import (GROUP_VERSUS, GROUPS, PREFIX, X4_GROUPS, X4_PREFIX, registry,  # noqa: E402
+from facd_study.negative_distance import negative_distances, random_lr_crops  # noqa: E402
+from facd_study.study_rows import (GROUP_VERSUS, GROUPS, HISTORY, PREFIX, X4_GROUPS, X4_PREFIX, registry,  # noqa: E402
                                    x4_registry)
 from facd_study.study_table import INTRO, bicubic_photo_scores, decision_table  # noqa: E402
 
@@ -47,6 +49,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument('--teacher', action='store_true', help='only train the scale\'s teacher and score it')
     parser.add_argument('--texture', action='store_true',
                         help='print the luma std distribution of the training crops (the textured gate\'s min_std)')
+    parser.add_argument('--negative-distance', action='store_true',
+                        help='print how near same-patch noisy negatives (negatives: history) sit, against in-batch '
+                        'negatives, in the teacher\'s tap features (random init until the teacher is trained)')
     parser.add_argument('--rows', nargs='+', default=[], help='row keys (added to the group)')
     parser.add_argument('--seeds', type=int, nargs='+', default=[0, 1, 2])
     parser.add_argument('--parallel', type=int, default=2, help='runs at once (default 2: one per core)')
@@ -101,6 +106,23 @@ def keep_row_weights(rows: list, records: dict, seeds: list, prefix: str, scale)
                 print(f'NOT kept: {err}')
 
 
+def print_negative_distance(scale) -> None:
+    """d_noise / d_batch per teacher tap (facd_study/negative_distance.py) on 16 training LR crops of ``scale``."""
+    scale.build_data()
+    facd = load_options(scale.bases['facd'])
+    teacher_opt = load_options(scale.teacher_options)
+    trained = osp.isfile(teacher_weights(scale))
+    net = load_network(teacher_opt['network_g'], teacher_weights(scale)) if trained else build_arch(
+        dict(teacher_opt['network_g'])).eval()
+    size = facd['datasets']['train']['gt_size'] // scale.scale
+    x = random_lr_crops(osp.join(scale.data, 'train', f'lq_x{scale.scale}'), 16, size)
+    history = HISTORY['noise_sigma']
+    print(f'teacher {"trained" if trained else "at random init (not trained yet)"}, 16 LR crops of {size} px, '
+          f'noise sigma {history[0]:g}-{history[1]:g}')
+    for tap, (noise, batch) in negative_distances(net, facd['distill']['teacher_taps'], x, history).items():
+        print(f'{tap}: d_noise {noise:.4g}, d_batch {batch:.4g}, d_noise / d_batch {noise / batch:.4f}')
+
+
 def main() -> None:
     args = parse_args()
     start = time.time()
@@ -109,6 +131,8 @@ def main() -> None:
         return train_teacher(scale)
     if args.texture:
         return print_texture(scale)
+    if args.negative_distance:
+        return print_negative_distance(scale)
     if scale.name == 'x4':
         table, groups, prefix = x4_registry(), X4_GROUPS, X4_PREFIX
     else:

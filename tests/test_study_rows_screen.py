@@ -18,6 +18,7 @@ from facd_basicsr.tools import evaluate
 from facd_basicsr.tools.bicubic import bicubic_lr
 from facd_study.ablation import X4, Row, score_run, stored_record
 from facd_study.kept_weights import keep_weights, kept_path
+from facd_study.negative_distance import negative_distances, random_lr_crops
 from facd_study.paired import (LOSES, NO, YES, colour_offset, paired_interval, t_quantile, t_two_sided, verdict,
                                worst_photo)
 from facd_study.sample_data import load_photo
@@ -196,7 +197,7 @@ def test_the_x2_screen_group_has_kd_fd_shipped_facd_and_three_history_weights():
         } == HISTORY
         assert opt['distill']['gate'] == {'mode': 'teacher_better', 'margin': 0.}
         weights.append(feature['loss_weight'])
-    assert tuple(weights) == HISTORY_WEIGHTS == (0.1, 0.3, 1.)
+    assert tuple(weights) == HISTORY_WEIGHTS == (0.01, 0.03, 0.1)
     shipped = ROWS['facd_l2_w3e-1_teacher_better'].options(0, 'abl')
     assert 'history' not in shipped['distill'] and 'negatives' not in shipped['train']['feature_opt']
 
@@ -334,3 +335,22 @@ def test_below_bicubic_counts_run_photo_pairs_under_bicubic_on_both_splits(score
         run['per_image']['select'] = {'a': {'psnr': 31.}, 'b': {'psnr': 29.}}
     assert below_bicubic_cell(runs, floor) == '3 of 8 (a, b)'  # report a (seed 0), select b (both seeds)
     assert below_bicubic_cell([record(0, 30., 26.)], floor) == '—'
+
+
+# ------------------------------------------------------------------------- how near history negatives sit
+def test_negative_distances_of_an_identity_tap_are_the_noise_power_and_the_pairwise_spread(tmp_path):
+    net = torch.nn.Sequential()
+    net.add_module('tap', torch.nn.Identity())
+    x = torch.stack([torch.full((3, 32, 32), c) for c in (0.2, 0.5, 0.6, 0.9)])
+    (noise, batch), = negative_distances(net, ['tap'], x, sigma_range=(12.75, 12.75), copies=4).values()
+    assert noise == pytest.approx((12.75 / 255)**2, rel=0.03)  # sigma 0.05 on the 0-1 scale
+    pairs = [(a - b)**2 for a in (0.2, 0.5, 0.6, 0.9) for b in (0.2, 0.5, 0.6, 0.9) if a != b]
+    assert batch == pytest.approx(sum(pairs) / 12, rel=1e-5)
+    assert not net.tap._forward_hooks  # hooks removed
+    for k, photo in enumerate(('chelsea', 'coffee', 'astronaut')):
+        cv2.imwrite(str(tmp_path / f'{k}.png'), load_photo(photo)[:40, :40])
+    crops = random_lr_crops(str(tmp_path), 3, 24)
+    assert crops.shape == (3, 3, 24, 24) and 0 <= crops.min() and crops.max() <= 1
+    assert torch.equal(crops, random_lr_crops(str(tmp_path), 3, 24))  # seeded
+    with pytest.raises(ValueError, match='4 are needed'):
+        random_lr_crops(str(tmp_path), 4, 24)
