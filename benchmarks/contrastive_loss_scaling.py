@@ -21,6 +21,7 @@ from torch import Tensor
 
 import facd_basicsr  # noqa: F401  (compat alias before any basicsr import)
 from facd_basicsr.losses.facd_contrastive_loss import FACDContrastiveLoss
+from facd_basicsr.losses.facd_infonce_loss import FACDInfoNCELoss
 
 
 def saved_bytes(fn: Callable[[], Tensor]) -> Tuple[Tensor, int]:
@@ -79,8 +80,10 @@ def make_case(variant: str, k: int) -> Callable[[Tensor, Tensor], Tensor]:
     """The loss of one table row as a function of (student, teacher) maps."""
     if variant == 'naive-l1':
         return lambda a, t: naive_ratio_l1(a, t, k)
-    form_keys = {'form': 'infonce'} if variant == 'infonce' else dict(zip(('form', 'distance'), variant.split('-')))
-    loss_fn = FACDContrastiveLoss(num_negatives=k, **form_keys)
+    if variant == 'infonce':
+        loss_fn = FACDInfoNCELoss(num_negatives=k)
+    else:
+        loss_fn = FACDContrastiveLoss(num_negatives=k, distance=variant.split('-')[1])
     return lambda a, t: loss_fn([a], [t])[0]
 
 

@@ -94,9 +94,9 @@ def test_image_loss_as_feature_opt_is_refused_at_start_up(tmp_path):
     message = build_error(opt, TypeError)
     assert message.startswith('train.feature_opt has type L1Loss, which is not a feature loss')
     assert 'facd_basicsr.losses.feature_loss_base.FeatureLoss' in message
-    assert 'FACDContrastiveLoss, FAKDAffinityLoss, FeatureDistillLoss' in message
+    assert 'FACDContrastiveLoss, FACDInfoNCELoss, FAKDAffinityLoss, FeatureDistillLoss' in message
 
 
 def test_key_the_form_does_not_read_is_refused_at_start_up(tmp_path):
-    opt = make_opt(tmp_path, dict(CONTRASTIVE, form='infonce', distance='l2'))
-    assert build_error(opt, ValueError).startswith('distance does nothing with form: infonce')
+    opt = make_opt(tmp_path, dict(CONTRASTIVE, type='FACDInfoNCELoss', distance='l2'))
+    assert 'distance' in build_error(opt, TypeError)

@@ -8,6 +8,7 @@ from test_facd_model import build, step
 
 from facd_basicsr.distill.history import HistoryPool, history_options, noisy_copies
 from facd_basicsr.losses.facd_contrastive_loss import FACDContrastiveLoss
+from facd_basicsr.losses.facd_infonce_loss import FACDInfoNCELoss
 
 from model_helpers import make_opt, photo_batches
 
@@ -33,8 +34,8 @@ def test_history_ratio_equals_a_hand_computed_value():
 def test_history_loss_refuses_num_negatives_and_infonce():
     with pytest.raises(ValueError, match='num_negatives does nothing with negatives: history'):
         FACDContrastiveLoss(negatives='history', num_negatives=2)
-    with pytest.raises(ValueError, match='form: ratio only'):
-        FACDContrastiveLoss(form='infonce', negatives='history')
+    with pytest.raises(ValueError, match="Unsupported negatives 'history'"):
+        FACDInfoNCELoss(negatives='history')
 
 
 @pytest.mark.parametrize('history, key', [({'decay': 1.0}, 'decay'), ({'num_degraded': -1}, 'num_degraded'),

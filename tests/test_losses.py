@@ -14,6 +14,7 @@ from basicsr.utils.options import ordered_yaml
 from basicsr.utils.registry import LOSS_REGISTRY
 
 from facd_basicsr.losses.facd_contrastive_loss import FACDContrastiveLoss
+from facd_basicsr.losses.facd_infonce_loss import FACDInfoNCELoss
 from facd_basicsr.losses.fakd_affinity_loss import FAKDAffinityLoss, pooled_grid
 from facd_basicsr.losses.feature_distill_loss import FeatureDistillLoss
 from facd_basicsr.losses.feature_loss_base import FeatureLoss, check_feature_loss, registered_feature_losses
@@ -87,7 +88,7 @@ def test_infonce_by_hand():
     # cosines (a_i, t_k): i0 -> (R2, 0, 1); i1 -> (0, 0, R2); i2 -> (1, 0, R2). Positive k = i.
     cos = [[R2, 0., 1.], [0., 0., R2], [1., 0., R2]]
     ce = [math.log(sum(math.exp(c / tau) for c in row)) - row[i] / tau for i, row in enumerate(cos)]
-    loss, terms = FACDContrastiveLoss(form='infonce', temperature=tau)([vec(A)], [vec(T)], GATE)
+    loss, terms = FACDInfoNCELoss(temperature=tau)([vec(A)], [vec(T)], GATE)
     assert loss.item() == pytest.approx((ce[0] + ce[2]) / 3, rel=1e-5)
     assert terms['d_pos'].item() == pytest.approx((3 - 2 * R2) / 3, rel=1e-5)
     d_neg = [(1 + 0) / 2, (1 + 1 - R2) / 2, (0 + 1) / 2]
@@ -180,6 +181,11 @@ def form_keys(form, distance):
     return {} if form == 'infonce' else {'distance': distance}
 
 
+def contrastive(form='ratio', **kwargs):
+    """The loss of ``form``: FACDContrastiveLoss (ratio) or FACDInfoNCELoss."""
+    return FACDInfoNCELoss(**kwargs) if form == 'infonce' else FACDContrastiveLoss(**kwargs)
+
+
 @pytest.mark.parametrize('form, distance', [('ratio', 'l1'), ('ratio', 'l2'), ('ratio', 'cosine'), ('infonce', 'l1')])
 @pytest.mark.parametrize('num_negatives', [None, 1, 3])
 def test_matches_naive_reference_value_and_gradient(form, distance, num_negatives):
@@ -187,7 +193,7 @@ def test_matches_naive_reference_value_and_gradient(form, distance, num_negative
     a = torch.randn(5, 3, 2, 3, dtype=torch.float64, requires_grad=True)
     t = torch.randn(5, 3, 2, 3, dtype=torch.float64)
     gate = torch.tensor([1., 0., 1., .5, 1.], dtype=torch.float64)
-    loss, _ = FACDContrastiveLoss(form=form, num_negatives=num_negatives, **form_keys(form, distance))([a], [t], gate)
+    loss, _ = contrastive(form, num_negatives=num_negatives, **form_keys(form, distance))([a], [t], gate)
     k = 4 if num_negatives is None else num_negatives
     reference = (naive_contrastive(a, t, form, distance, k) * gate).sum() / 5
     (grad, ), (grad_ref, ) = torch.autograd.grad(loss, a), torch.autograd.grad(reference, a)
@@ -231,8 +237,7 @@ def test_other_negative_pools_match_the_naive_reference(negatives, form, distanc
     t = torch.randn(5, 3, 2, 3, dtype=torch.float64)
     d = torch.randn(5, 3, 2, 3, dtype=torch.float64, requires_grad=True)  # must not receive a gradient
     gate = torch.tensor([1., 0., 1., .5, 1.], dtype=torch.float64)
-    loss_fn = FACDContrastiveLoss(
-        form=form, num_negatives=num_negatives, negatives=negatives, **form_keys(form, distance))
+    loss_fn = contrastive(form, num_negatives=num_negatives, negatives=negatives, **form_keys(form, distance))
     if negatives == 'student':
         loss, _ = loss_fn([a], [t], gate)
         pool, first, k = a.detach(), 1, 4 if num_negatives is None else num_negatives
@@ -262,7 +267,7 @@ def test_custom_functions_gradcheck(function, shifts):
     FACDContrastiveLoss(distance='l1'),
     FACDContrastiveLoss(distance='l2', normalize=True),
     FACDContrastiveLoss(distance='cosine'),
-    FACDContrastiveLoss(form='infonce'),
+    FACDInfoNCELoss(),
     FeatureDistillLoss(),
     FAKDAffinityLoss(max_positions=4),
 ])
@@ -308,7 +313,7 @@ def test_saved_memory_does_not_grow_with_negatives(kwargs, budget):
         return sum((a - t.roll(-s, 0)).abs().mean() for s in range(1, 8))
 
     assert saved_bytes(naive) > 6 * one_map  # the measurement sees the blow-up it guards against
-    assert saved_bytes(lambda: FACDContrastiveLoss(**kwargs)([a], [t])) < budget * one_map
+    assert saved_bytes(lambda: contrastive(**kwargs)([a], [t])) < budget * one_map
 
 
 def test_batch_size_checks():
@@ -334,7 +339,8 @@ def test_batch_size_checks():
     (FACDContrastiveLoss, dict(distance='l3'), 'distance'),
     (FACDContrastiveLoss, dict(form='nce'), 'form'),
     (FACDContrastiveLoss, dict(num_negatives=0), 'num_negatives'),
-    (FACDContrastiveLoss, dict(temperature=0.0), 'temperature'),
+    (FACDInfoNCELoss, dict(temperature=0.0), 'temperature'),
+    (FACDInfoNCELoss, dict(negatives='history'), 'negatives'),
     (FACDContrastiveLoss, dict(eps='1e-6'), 'eps'),
     (FACDContrastiveLoss, dict(normalize='yes'), 'normalize'),
     (FACDContrastiveLoss, dict(negatives='bicubic'), 'negatives'),
@@ -348,7 +354,7 @@ def test_bad_options_raise_naming_the_option(cls, kwargs, option):
         cls(**kwargs)
 
 
-@pytest.mark.parametrize('cls', [FACDContrastiveLoss, FeatureDistillLoss, FAKDAffinityLoss])
+@pytest.mark.parametrize('cls', [FACDContrastiveLoss, FACDInfoNCELoss, FeatureDistillLoss, FAKDAffinityLoss])
 def test_bad_inputs_raise(cls):
     feats = [torch.randn(3, 2, 2, 2) for _ in range(3)]
     with pytest.raises(ValueError, match='tap_weights'):
@@ -372,52 +378,46 @@ def test_degraded_negatives_are_required_exactly_when_asked_for():
 
 
 def test_built_from_options_like_basicsr():
-    loss_fn = build_loss({'type': 'FACDContrastiveLoss', 'loss_weight': 0.01, 'form': 'infonce', 'num_negatives': 2})
-    assert isinstance(loss_fn, FACDContrastiveLoss) and loss_fn.num_negatives == 2
+    loss_fn = build_loss({'type': 'FACDInfoNCELoss', 'loss_weight': 0.01, 'temperature': 0.2, 'num_negatives': 2})
+    assert isinstance(loss_fn, FACDInfoNCELoss) and loss_fn.num_negatives == 2 and loss_fn.temperature == 0.2
     assert isinstance(build_loss({'type': 'FAKDAffinityLoss', 'max_positions': None}), FAKDAffinityLoss)
     with pytest.raises(TypeError):
         build_loss({'type': 'FeatureDistillLoss', 'citerion': 'l2'})  # misspelled key fails at build time
 
 
-@pytest.mark.parametrize('kwargs, key, setting', [
-    (dict(form='infonce', distance='l1'), 'distance', 'form: infonce'),
-    (dict(form='infonce', distance='cosine'), 'distance', 'form: infonce'),
-    (dict(form='infonce', normalize=False), 'normalize', 'form: infonce'),
-    (dict(form='infonce', normalize=True), 'normalize', 'form: infonce'),
-    (dict(temperature=0.1), 'temperature', 'form: ratio'),
-    (dict(form='ratio', distance='l2', temperature=0.5), 'temperature', 'form: ratio'),
-    (dict(distance='cosine', normalize=True), 'normalize', 'distance: cosine'),
-    (dict(distance='cosine', normalize=False), 'normalize', 'distance: cosine'),
+@pytest.mark.parametrize('loss_type, kwargs, key', [
+    ('FACDInfoNCELoss', dict(distance='l1'), 'distance'),
+    ('FACDInfoNCELoss', dict(normalize=True), 'normalize'),
+    ('FACDContrastiveLoss', dict(temperature=0.1), 'temperature'),
 ])
-def test_keys_the_form_does_not_read_are_refused(kwargs, key, setting):
-    with pytest.raises(ValueError) as info:
-        FACDContrastiveLoss(**kwargs)
-    message = str(info.value)
-    assert message.startswith(f'{key} does nothing with {setting};') and 'it applies to' in message
-    assert ('InfoNCE form' if key == 'temperature' else 'ratio form') in message
-    with pytest.raises(ValueError, match=f'{key} does nothing'):  # the YAML route gives the same message
-        build_loss(dict(kwargs, type='FACDContrastiveLoss'))
+def test_keys_of_the_other_form_fail_at_build_time(loss_type, kwargs, key):
+    """Each loss's keyword arguments are exactly its options: a key of the other form is a TypeError naming it."""
+    with pytest.raises(TypeError, match=key):
+        build_loss(dict(kwargs, type=loss_type))
 
 
-def test_keys_left_out_or_none_resolve_per_form():
-    ratio, infonce = FACDContrastiveLoss(), FACDContrastiveLoss(form='infonce')
-    assert (ratio.distance, ratio.normalize, ratio.temperature) == ('l1', False, None)
-    assert (infonce.distance, infonce.normalize, infonce.temperature) == (None, None, 0.1)
-    explicit_none = FACDContrastiveLoss(form='infonce', distance=None, normalize=None, temperature=None)
-    assert (explicit_none.distance, explicit_none.normalize, explicit_none.temperature) == (None, None, 0.1)
-    cosine = FACDContrastiveLoss(distance='cosine', temperature=None)
-    assert (cosine.normalize, cosine.temperature) == (False, None)
+def test_infonce_through_the_ratio_loss_points_to_its_own_class():
+    with pytest.raises(ValueError, match='type: FACDInfoNCELoss'):
+        build_loss({'type': 'FACDContrastiveLoss', 'form': 'infonce'})
+    assert build_loss({'type': 'FACDContrastiveLoss', 'form': 'ratio'}).distance == 'l1'  # older option files
+    with pytest.raises(ValueError, match='normalize does nothing with distance: cosine'):
+        FACDContrastiveLoss(distance='cosine', normalize=True)
+
+
+def test_defaults_of_each_form():
+    ratio, infonce = FACDContrastiveLoss(), FACDInfoNCELoss()
+    assert (ratio.distance, ratio.normalize, ratio.negatives) == ('l1', False, 'batch')
+    assert (infonce.temperature, infonce.negatives) == (0.1, 'batch')
     assert 'temperature' not in repr(ratio) and 'distance' not in repr(infonce)
-    with pytest.raises(ValueError, match='temperature must be a number > 0'):
-        FACDContrastiveLoss(form='infonce', temperature=0.0)
-    for negatives in ('batch', 'student', 'degraded'):  # negatives, num_negatives and eps are read by every form
-        FACDContrastiveLoss(form='infonce', negatives=negatives, num_negatives=1, eps=1e-5)
+    for negatives in ('batch', 'student', 'degraded'):  # negatives, num_negatives and eps are read by both forms
+        FACDInfoNCELoss(negatives=negatives, num_negatives=1, eps=1e-5)
 
 
 def test_every_loss_speaks_the_feature_loss_protocol():
-    for loss_fn in (FACDContrastiveLoss(), FeatureDistillLoss(), FAKDAffinityLoss()):
+    for loss_fn in (FACDContrastiveLoss(), FACDInfoNCELoss(), FeatureDistillLoss(), FAKDAffinityLoss()):
         assert isinstance(loss_fn, FeatureLoss) and check_feature_loss(loss_fn) is loss_fn
-    assert registered_feature_losses() == ['FACDContrastiveLoss', 'FAKDAffinityLoss', 'FeatureDistillLoss']  # files
+    assert registered_feature_losses() == ['FACDContrastiveLoss', 'FACDInfoNCELoss', 'FAKDAffinityLoss',
+                                           'FeatureDistillLoss']  # files
     assert [
         FACDContrastiveLoss().needs_degraded_features,
         FeatureDistillLoss().needs_degraded_features,
@@ -436,7 +436,8 @@ def test_a_plain_basicsr_loss_is_refused_naming_the_option():
         check_feature_loss(build_loss({'type': 'L1Loss'}))
     message = str(info.value)
     assert message.startswith('train.feature_opt has type L1Loss, which is not a feature loss')
-    assert 'FeatureLoss' in message and 'FACDContrastiveLoss, FAKDAffinityLoss, FeatureDistillLoss.' in message
+    assert 'FeatureLoss' in message
+    assert 'FACDContrastiveLoss, FACDInfoNCELoss, FAKDAffinityLoss, FeatureDistillLoss.' in message
 
 
 def test_the_base_class_defaults():
