@@ -12,6 +12,7 @@ Usage (from the repository root):
     python scripts/study.py --rows fd_l1_w1e-1 facd_l1_w1e-2_always --seeds 0 1 2
     python scripts/study.py --scale x4 --teacher            # train (or continue) the x4 teacher, print its scores
     python scripts/study.py --scale x4 --group x4_baselines --versus scratch kd
+    python scripts/study.py --negative-distance          # how near history negatives sit (picks their weights)
     python scripts/study.py --group screen --seeds 0 1 2 3 4 5 6 7 8 9         # issue 32: the x2 screen
     python scripts/study.py --scale x4 --group confirm --seeds 0 1 2 3 4 --keep-weights
 
