@@ -22,6 +22,7 @@ from skimage import data as skdata
 import facd_basicsr  # noqa: F401  (compat shim: must precede the first basicsr import)
 from basicsr.utils.matlab_functions import imresize
 # isort: on
+from facd_basicsr.tools.evaluate import main as eval_main
 from facd_basicsr.tools.prepare import main
 from facd_basicsr.tools.prepare_bench import bicubic_lr
 from facd_basicsr.tools.prepare_check import check_tree
@@ -153,7 +154,8 @@ def test_check_on_an_empty_tree_names_what_each_option_file_lacks(tmp_path, caps
         assert f'  - {path} (datasets.{key}): not found\n' in block, path
     assert block.count('\n') == 5 and 'LRbicx2' not in block
     assert 'datasets/Set5/LRbicx2' in found['options/train_FACD_EDSR_x2.yml']
-    assert 'datasets/Manga109/LRbicx3' in found['options/test/test_FAKD_RCAN_x3.yml']
+    assert 'datasets/Manga109/LRbicx3' in found['options/test/manga109/test_FAKD_RCAN_x3.yml']
+    assert 'Manga109' not in found['options/test/test_FAKD_RCAN_x3.yml']  # the free sets only
     assert 'options/demo/train_FACD_demo_x2.yml' not in found  # reads no data facd-prepare writes: skipped
 
 
@@ -295,6 +297,20 @@ def test_zip_archives_give_the_same_lmdbs_as_folders(tmp_path):
         assert a and a == lmdb_items(str(tmp_path / 'b/datasets/DIV2K' / name))
 
 
+def test_progress_off_a_terminal_is_one_line_per_stage(tmp_path, capsys):
+    """Under a log or a pipe (capsys is neither a terminal) no per-image bar updates: one line per stage."""
+    src = make_div2k(tmp_path / 'download', 2, (2,))
+    bench = make_benchmark(str(tmp_path / 'benchmark'))
+    args = ['--div2k', src, '--benchmark', bench, '--root', str(tmp_path / 'root'), '--scales', '2', *SMALL]
+    assert main(args + ['--workers', '1']) == 0
+    err = capsys.readouterr().err
+    assert '\r' not in err
+    stages = ['DIV2K crops', 'DIV2K_train_HR_sub.lmdb', 'DIV2K_train_LR_bicubic_X2_sub.lmdb', 'BSDS100', 'Manga109',
+              'Set14', 'Set5', 'Urban100']
+    assert [line.split(':')[0] for line in err.splitlines()] == stages
+    assert err.splitlines()[-1].startswith('Urban100: 2 img in ')
+
+
 def test_corrupt_and_missing_images_are_named(tmp_path, capsys):
     src = make_div2k(tmp_path / 'download', 3, (2,))
     with open(osp.join(src, 'DIV2K_train_HR', '0002.png'), 'wb') as f:
@@ -360,7 +376,7 @@ def test_the_prepared_tree_trains_a_recipe_and_scores_it(tree, tmp_path):
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     ckpt = osp.join(root, 'experiments', 'prepare_tiny_x4', 'models', 'net_g_latest.pth')
     assert osp.isfile(ckpt)
-    # facd-eval reads <Set>/HR + <Set>/LR_bicubic/X<s>; the recipes' GTmod12 / LRbicx<s> go through BasicSR's test
+    # the recipes' GTmod12 / LRbicx<s> through BasicSR's test
     test_opt = tmp_path / 'test.yml'
     test_opt.write_text(f"""name: prepare_tiny_x4_test
 model_type: SRModel
@@ -403,3 +419,10 @@ val:
                 for f in fs if f.endswith('.log')][0]).read()
     psnr = float(log.split('# psnr: ')[1].split()[0])
     assert 5 < psnr < 60
+    # facd-eval reads the same prepared tree (--data-root datasets, as docs/tools.md says) and scores as BasicSR
+    code = eval_main(['--opt', str(test_opt), '--ckpt', ckpt, '--data-root', osp.join(root, 'datasets'), '--sets',
+                      'Set5', '--device', 'cpu', '--out-dir', str(tmp_path / 'eval')])
+    assert code == 0
+    summary = (tmp_path / 'eval' / 'summary.csv').read_text().splitlines()
+    assert summary[1].startswith('Set5,4,2,files,')
+    assert float(summary[1].split(',')[4]) == pytest.approx(psnr, abs=1e-4)

@@ -7,6 +7,8 @@ whole, so an interrupted run never leaves anything a recipe or ``facd-prepare --
 import os
 import os.path as osp
 import shutil
+import sys
+import time
 import zipfile
 from multiprocessing import Pool
 from typing import Any, Callable, Dict, Iterator, List, NamedTuple, Optional, Sequence
@@ -111,7 +113,10 @@ def _init_worker() -> None:
 
 def run_jobs(fn: Callable[[Any], Any], jobs: Sequence[Any], workers: int, desc: str, unit: str = 'img',
              ordered: bool = False) -> Iterator[Any]:
-    """Yield ``fn(job)`` for every job, in ``workers`` processes, behind a tqdm bar (count, rate, ETA).
+    """Yield ``fn(job)`` for every job, in ``workers`` processes, behind one progress bar per stage.
+
+    On a terminal the bar is tqdm's (count, rate, ETA); when stderr is a file or a pipe (a log, ``make demo``, a CI
+    job) the bar is off and one line per stage says what was done: ``<desc>: <count> <unit> in <seconds> s``.
 
     Args:
         fn (callable): A module-level function (it is pickled for the workers).
@@ -121,14 +126,22 @@ def run_jobs(fn: Callable[[Any], Any], jobs: Sequence[Any], workers: int, desc: 
         unit (str): Bar unit. Default: 'img'.
         ordered (bool): Results in job order (else as they finish). Default: False.
     """
-    with tqdm(total=len(jobs), desc=desc, unit=unit, dynamic_ncols=True) as bar:
+    live = sys.stderr.isatty()
+    start = time.monotonic()
+    with tqdm(total=len(jobs), desc=desc, unit=unit, dynamic_ncols=True, disable=not live, file=sys.stderr) as bar:
         if workers <= 1 or len(jobs) <= 1:
-            for job in jobs:
-                yield fn(job)
-                bar.update(1)
-            return
-        with Pool(min(workers, len(jobs)), initializer=_init_worker) as pool:
-            mapper = pool.imap if ordered else pool.imap_unordered
-            for result in mapper(fn, jobs, chunksize=1 if not ordered else 8):
-                yield result
-                bar.update(1)
+            results: Iterator[Any] = (fn(job) for job in jobs)
+            yield from _counted(results, bar)
+        else:
+            with Pool(min(workers, len(jobs)), initializer=_init_worker) as pool:
+                mapper = pool.imap if ordered else pool.imap_unordered
+                yield from _counted(mapper(fn, jobs, chunksize=1 if not ordered else 8), bar)
+    if not live and jobs:
+        print(f'{desc}: {len(jobs)} {unit} in {time.monotonic() - start:.1f} s', file=sys.stderr)
+
+
+def _counted(results: Iterator[Any], bar: tqdm) -> Iterator[Any]:
+    """Yield each result and advance ``bar`` by one."""
+    for result in results:
+        yield result
+        bar.update(1)
