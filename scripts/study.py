@@ -20,6 +20,7 @@ Tables give paired differences with 95 % t-intervals and say whether a row beats
 (docs/ablation.md, "How we decide that a variant beats another").
 """
 import argparse
+import functools
 import os
 import os.path as osp
 import sys
@@ -155,13 +156,9 @@ def main() -> None:
     intro = (f'Seeds {args.seeds}; PSNR/SSIM on the Y channel, crop {scale.scale}, mean ± sample std over seeds. '
              + INTRO)
     title = f'FACD study ({scale.name}): {args.group or "selected rows"}'
-    bicubic = bicubic_photo_scores(scale)
-
-    def table(*args) -> str:
-        return decision_table(*args, bicubic=bicubic)
-
+    decide = functools.partial(decision_table, bicubic=bicubic_photo_scores(scale))
     text = report_markdown(title, intro, rows, records, reference_scores(scale), 'scripts/study.py', versus_keys,
-                           table=table)
+                           table=decide)
     os.makedirs(OUT, exist_ok=True)
     path = osp.join(OUT, f'{args.group or ("rows" if scale.name == "x2" else "x4_rows")}.md')
     with open(path, 'w') as f:
