@@ -47,11 +47,14 @@ def gate_name(gate: Optional[Mapping]) -> str:
 
 def facd_row(weight: float, gate: Optional[Mapping] = None, suffix: str = '', note: str = '',
              scale: StudyScale = TINY, **loss) -> Row:
-    """An output KD + FACD contrastive row; ``loss`` overrides :data:`FACD_LOSS`; gate 'always' unless given."""
+    """An output KD + FACD contrastive row; ``loss`` overrides :data:`FACD_LOSS`; gate 'always' unless given.
+
+    ``form='infonce'`` builds the InfoNCE loss, its own class ``FACDInfoNCELoss`` (no form, distance or normalize).
+    """
     opt = dict(FACD_LOSS, loss_weight=weight, **loss)
-    # FACDContrastiveLoss refuses keys its setting does not read: distance and normalize under InfoNCE, normalize
-    # under the cosine distance (the run keys and labels still name them)
-    unread = ('distance', 'normalize') if opt['form'] == 'infonce' else ()
+    # each loss refuses keys it does not read: form, distance and normalize under InfoNCE, normalize under the
+    # cosine distance (the run keys and labels still name them)
+    unread = ('form', 'distance', 'normalize') if opt['form'] == 'infonce' else ()
     unread += ('normalize', ) if opt['distance'] == 'cosine' else ()
     gate_tag = gate_name(gate)
     key = f'facd_{opt["distance"]}_w{tag(weight)}{suffix}_{gate_tag}'
@@ -59,7 +62,10 @@ def facd_row(weight: float, gate: Optional[Mapping] = None, suffix: str = '', no
         key = f'facd_infonce_t{tag(opt.get("temperature", 0.1))}_w{tag(weight)}{suffix}_{gate_tag}'
     form = f'InfoNCE tau {opt.get("temperature", 0.1):g}' if opt['form'] == 'infonce' else f'ratio-{opt["distance"]}'
     label = f'output KD + FACD {form}{note}, w {weight:g}, gate {gate_tag}'
-    return feature_row(key, label, {k: v for k, v in opt.items() if k not in unread}, gate, scale)
+    feature = {k: v for k, v in opt.items() if k not in unread}
+    if opt['form'] == 'infonce':
+        feature['type'] = 'FACDInfoNCELoss'
+    return feature_row(key, label, feature, gate, scale)
 
 
 def knob_rows(weight: float) -> list:
