@@ -19,8 +19,6 @@ from basicsr.metrics import calculate_psnr, calculate_ssim
 from basicsr.utils import img2tensor, tensor2img
 
 Forward = Callable[[torch.Tensor], torch.Tensor]
-
-
 IMAGE_MAX = {np.dtype(np.uint8): 255., np.dtype(np.uint16): 65535.}
 
 
