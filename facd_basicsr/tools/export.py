@@ -170,12 +170,12 @@ def save_weights_file(fmt: str, net: nn.Module, arch_opt: Dict, path: str, scale
         atomic_torch_save(official_rcan_state(network_state(net), arch_opt), path, 'official RCAN weights')
 
 
-def check_weights_file(fmt: str, arch_type: str, path: str, inputs: List[torch.Tensor],
-                       reference: List[np.ndarray]) -> List[Tuple[str, Optional[List[float]]]]:
+def check_weights_file(fmt: str, arch_type: str, path: str, inputs: List[torch.Tensor], reference: List[np.ndarray],
+                       scale: int) -> List[Tuple[str, Optional[List[float]]]]:
     """``(checked with, diffs or None)`` for a safetensors / official file: our loader, then spandrel.
 
     ``None`` diffs: no check was possible and none is due (spandrel not installed, or it has no such architecture).
-    A spandrel check that is due and fails, or finds another architecture, gives infinite differences.
+    A spandrel check that is due and fails, or finds another architecture or scale, gives infinite differences.
     """
     checks = []
     if fmt == 'safetensors':
@@ -187,14 +187,14 @@ def check_weights_file(fmt: str, arch_type: str, path: str, inputs: List[torch.T
         hint = ' (it reads --format official)' if arch_type == 'RCAN' else ''
         return checks + [(f'spandrel: does not load BasicSR-layout {arch_type}{hint}', None)]
     try:
-        found, scale, diffs = check_with_spandrel(path, inputs, reference)
+        found, found_scale, diffs = check_with_spandrel(path, inputs, reference)
     except ImportError:
         return checks + [('spandrel: not installed (pip install spandrel)', None)]
     except ValueError as err:
         return checks + [(str(err), [float('inf')] * len(inputs))]
-    if found != expected:
+    if (found, found_scale) != (expected, scale):
         diffs = [float('inf')] * len(inputs)
-    return checks + [(f'spandrel {found} x{scale}', diffs)]
+    return checks + [(f'spandrel {found} x{found_scale}', diffs)]
 
 
 def export_and_check(net: nn.Module, args: argparse.Namespace, arch_opt: Dict, source: str) -> List[Dict]:
@@ -217,7 +217,7 @@ def export_and_check(net: nn.Module, args: argparse.Namespace, arch_opt: Dict, s
             checks = [('onnxruntime', check_onnx(path, reference, inputs))]
         else:
             save_weights_file(fmt, net, arch_opt, path, scale, source)
-            checks = check_weights_file(fmt, arch_opt['type'], path, inputs, reference)
+            checks = check_weights_file(fmt, arch_opt['type'], path, inputs, reference, scale)
         for checked, diffs in checks:
             for i, (x, ref) in enumerate(zip(inputs, reference)):
                 rows.append({'format': fmt, 'file': path, 'checked': checked, 'input': tuple(x.shape),

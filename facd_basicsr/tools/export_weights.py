@@ -153,6 +153,9 @@ def check_with_spandrel(path: str, inputs: List[torch.Tensor],
     except Exception as err:  # noqa: B902  (UnsupportedModelError, a size mismatch of a guessed hyper-parameter ...)
         raise ValueError(f'spandrel cannot load {path}: {type(err).__name__}: {str(err).splitlines()[0]}') from None
     model.model.eval()
+    if any(tuple(ref.shape[-2:]) != (x.shape[-2] * model.scale, x.shape[-1] * model.scale)
+           for x, ref in zip(inputs, reference)):
+        return model.architecture.id, int(model.scale), [float('inf')] * len(inputs)  # another scale: no comparison
     with torch.inference_mode():
         diffs = [float(np.abs(model.model(x.clone()).numpy() - ref).max()) for x, ref in zip(inputs, reference)]
     return model.architecture.id, int(model.scale), diffs
