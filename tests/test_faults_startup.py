@@ -19,6 +19,7 @@ from basicsr.data import build_dataset
 from basicsr.models import build_model
 
 from facd_basicsr.host.data_errors import DataRecordError
+from facd_basicsr.host.run_guards import install_run_guards
 from facd_basicsr.host.nonfinite import NonFiniteWeightsError
 from facd_basicsr.tools import install_into_basicsr as installer
 
@@ -115,6 +116,7 @@ def test_no_checkpoint_is_written_when_the_weights_are_not_finite(tmp_path):
 
 
 def test_unreadable_image_names_dataset_and_file(run_dir, tmp_path):
+    install_run_guards()  # what the start of a run of our models does (test_host_scope: other programs get none)
     data = tmp_path / 'data'
     for name in ('gt', 'lq_x2'):
         shutil.copytree(run_dir / 'datasets' / 'sample' / 'train' / name, data / name)
@@ -135,6 +137,7 @@ def test_unreadable_image_names_dataset_and_file(run_dir, tmp_path):
 
 
 def test_key_missing_from_an_lmdb_names_dataset_key_and_lmdb(run_dir, tmp_path):
+    install_run_guards()
     for name in ('gt.lmdb', 'lq_x2.lmdb'):
         shutil.copytree(run_dir / 'datasets' / 'sample' / 'train' / name, tmp_path / name)
     with lmdb.open(str(tmp_path / 'gt.lmdb'), map_size=1 << 30) as env, env.begin(write=True) as txn:

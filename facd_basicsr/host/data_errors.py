@@ -1,13 +1,16 @@
-"""Dataset errors that name the dataset, the record and the file (host patches of BasicSR's data loading).
+"""Dataset errors that name the dataset, the record and the file (a run guard of BasicSR's data loading).
 
 BasicSR's ``imfrombytes`` returns None for bytes that do not decode (a corrupt LMDB value, a truncated PNG) and the
 dataset then fails with ``AttributeError: 'NoneType' object has no attribute 'astype'``; a key missing from an LMDB
-fails inside OpenCV. Neither names the dataset, the key or the file. Importing the plugin makes:
+fails inside OpenCV. Neither names the dataset, the key or the file. These guards change BasicSR's data API, so they
+are installed only for runs of our models (:mod:`facd_basicsr.host.run_guards`) or by an explicit call of
+:func:`install_dataset_guards`; they make:
 
 * ``FileClient.get`` remember what it read last (LMDB key and database, or file path) and fail on a missing key;
 * ``imfrombytes`` in BasicSR's data modules raise ``ValueError`` when the bytes do not decode;
 * ``__getitem__`` of every registered dataset re-raise any error as :class:`DataRecordError` naming the dataset
-  (``name`` and type), the item's paths or keys and the record read last.
+  (``name`` and type), the item's paths or keys and the record read last. An index past the end stays an
+  ``IndexError`` (Python's sequence protocol, ``for x in dataset`` and ``list(dataset)``, stops on it).
 """
 import functools
 import sys
@@ -70,7 +73,7 @@ def item_description(dataset, index) -> str:
     """The paths or keys of item ``index`` when the dataset lists them (``dataset.paths[index]``)."""
     paths = getattr(dataset, 'paths', None)
     try:
-        entry = paths[index % len(paths)] if paths is not None else None
+        entry = paths[index % len(paths)] if paths else None
     except (TypeError, IndexError, KeyError):
         entry = None
     if isinstance(entry, dict):
@@ -89,16 +92,36 @@ def guarded_getitem(getitem: Callable) -> Callable:
             return getitem(self, index)
         except DataRecordError:
             raise
-        except Exception as err:  # noqa: B902  (any failure while reading one record)
-            opt = getattr(self, 'opt', None) or {}
-            item = item_description(self, index)
-            last = describe_read(getattr(self, 'file_client', None))
-            where = '; '.join(part for part in (item, f'while reading the {last}' if last else '') if part)
-            raise DataRecordError(f'dataset {opt.get("name", "?")!r} ({type(self).__name__}), item {index} '
-                                  f'({where}): {type(err).__name__}: {err}') from err
+        except IndexError:
+            if past_the_end(self, index):
+                raise  # the end of the sequence, not a broken record
+            return reraise_naming_the_record(self, index)
+        except Exception:  # noqa: B902  (any failure while reading one record)
+            return reraise_naming_the_record(self, index)
 
     patched.facd_patched = True
     return patched
+
+
+def past_the_end(dataset, index) -> bool:
+    """Whether ``index`` lies outside ``dataset`` (an int index >= len, or < -len)."""
+    try:
+        size = len(dataset)
+    except TypeError:
+        return False
+    return isinstance(index, int) and not -size <= index < size
+
+
+def reraise_naming_the_record(dataset, index):
+    """Raise the error being handled again as a :class:`DataRecordError` naming the dataset, the item and the record
+    read last (call it inside an ``except`` block)."""
+    err = sys.exc_info()[1]
+    opt = getattr(dataset, 'opt', None) or {}
+    item = item_description(dataset, index)
+    last = describe_read(getattr(dataset, 'file_client', None))
+    where = '; '.join(part for part in (item, f'while reading the {last}' if last else '') if part)
+    raise DataRecordError(f'dataset {opt.get("name", "?")!r} ({type(dataset).__name__}), item {index} '
+                          f'({where}): {type(err).__name__}: {err}') from err
 
 
 def install_dataset_guards() -> None:

@@ -75,7 +75,10 @@ def slurm_environment(env: Mapping[str, str], port: Optional[int] = None) -> Dic
     }
 
 
-def init_dist(launcher: str, backend: Optional[str] = None, port: Optional[int] = None, timeout_s: int = 1800) -> None:
+def init_dist(launcher: str,
+              backend: Optional[str] = None,
+              port: Optional[int] = None,
+              timeout_s: Optional[int] = None) -> None:
     """Join the process group that ``torchrun`` (``launcher='pytorch'``) or ``srun`` (``'slurm'``) describes.
 
     Drop-in for ``basicsr.utils.dist_util.init_dist``: the same launchers and ``dist_params`` keys (``backend``,
@@ -86,7 +89,8 @@ def init_dist(launcher: str, backend: Optional[str] = None, port: Optional[int] 
         launcher (str): 'pytorch' (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR/PORT set by torchrun) or 'slurm'.
         backend (str | None): 'nccl' | 'gloo'; None picks by CUDA availability. Default: None.
         port (int | None): master port, Slurm only (torchrun sets it with ``--master_port``). Default: None.
-        timeout_s (int): seconds a collective may wait for the other ranks. Default: 1800.
+        timeout_s (int | None): seconds a collective may wait for the other ranks; None keeps torch's default, as
+            BasicSR does. Default: None.
     """
     if launcher not in LAUNCHERS:
         raise ValueError(f'launcher {launcher!r} is not supported. Supported: {", ".join(LAUNCHERS)}')
@@ -97,7 +101,8 @@ def init_dist(launcher: str, backend: Optional[str] = None, port: Optional[int] 
         os.environ.update(slurm_environment(os.environ, port))
     if backend == 'nccl':
         torch.cuda.set_device(int(os.environ.get('LOCAL_RANK', 0)) % torch.cuda.device_count())
-    dist.init_process_group(backend=backend, timeout=timedelta(seconds=timeout_s))
+    timeout = {} if timeout_s is None else {'timeout': timedelta(seconds=timeout_s)}
+    dist.init_process_group(backend=backend, **timeout)
 
 
 def normalise_local_rank_flag(argv: Sequence[str]) -> list:

@@ -1,4 +1,5 @@
-"""A safe, CPU-capable replacement for ``basicsr.train.load_resume_state``.
+"""A safe, CPU-capable replacement for ``basicsr.train.load_resume_state`` (runs of our models), and the one-line
+CPU fix of BasicSR's own (every other run: :func:`cpu_capable`).
 
 BasicSR's version unpickles the training state with ``weights_only=False`` (a ``.state`` file planted in the
 experiment folder runs its code on ``--auto_resume``), always calls ``torch.cuda.current_device()`` (so resuming
@@ -13,10 +14,11 @@ crashes without CUDA) and trusts the newest ``.state`` even when it was cut shor
 
 Everything else (``check_resume`` rewriting the network paths) is BasicSR's behaviour.
 """
+import functools
 import glob
 import logging
 import os.path as osp
-from typing import List, Optional, Tuple
+from typing import Callable, List, Optional, Tuple
 
 import torch
 from basicsr.utils import scandir
@@ -121,3 +123,29 @@ def load_resume_state(opt: dict) -> Optional[dict]:
         raise CheckpointError(f'{problem}; {hint} (--auto_resume picks the newest complete one)')
     check_resume(opt, state['iter'])
     return state
+
+
+def cpu_capable(stock_load_resume_state: Callable) -> Callable:
+    """BasicSR's ``load_resume_state`` where CUDA is available; without CUDA (where it crashes in
+    ``torch.cuda.current_device()``) the same choice of state, loaded onto the CPU. Nothing else changes."""
+    if getattr(stock_load_resume_state, 'facd_cpu_capable', False):
+        return stock_load_resume_state
+
+    @functools.wraps(stock_load_resume_state)
+    def load(opt: dict) -> Optional[dict]:
+        if torch.cuda.is_available():
+            return stock_load_resume_state(opt)
+        path = opt['path'].get('resume_state')
+        if opt['auto_resume']:
+            newest = state_files(osp.join('experiments', opt['name'], 'training_states'))
+            path = newest[0] if newest else None
+            if path is not None:
+                opt['path']['resume_state'] = path
+        if not path:
+            return None
+        state = torch.load(path, map_location='cpu')
+        check_resume(opt, state['iter'])
+        return state
+
+    load.facd_cpu_capable = True
+    return load
