@@ -134,10 +134,10 @@ def test_fp16_scaler_state_is_saved_restored_and_resume_is_bit_identical(tmp_pat
     for i, batch in enumerate(batches[:2]):
         step(first, batch, i + 1)
     first.save(0, 2)
-    record = torch.load(osp.join(opt['path']['models'], 'net_adapter_2.pth'), weights_only=True)
+    state_file = osp.join(opt['path']['training_states'], '2.state')
+    record = torch.load(state_file, weights_only=True)['run_state']
     assert record['student_runtime']['grad_scaler']['scale'] == scales[1]
 
-    state_file = osp.join(opt['path']['training_states'], '2.state')
     resumed_opt = opt_with(tmp_path / 'b', **train)
     resumed_opt['path']['resume_state'] = state_file
     state = torch.load(state_file, weights_only=False)

@@ -16,6 +16,8 @@ from basicsr.utils import get_root_logger, tensor2img
 from basicsr.utils.matlab_functions import imresize
 from torch import nn
 
+from facd_basicsr.host.window_pad import forward_padded, window_multiple
+
 LIKELY_CAUSES = (
     'wrong file in path.pretrain_network_t, or an untrained network (verify the file with facd-checksum)',
     'wrong scale: the teacher file or network_t.upscale does not match the data scale',
@@ -66,8 +68,9 @@ def centre_crop(lq: torch.Tensor, gt: torch.Tensor, scale: int, max_side: int) -
     return lq, gt
 
 
-def _image_psnrs(net_t: nn.Module, item: dict, scale: int, max_side: int) -> Tuple[float, float]:
-    """(teacher, bicubic) Y-PSNR in dB of one dataset item, crop border = scale."""
+def _image_psnrs(net_t: nn.Module, item: dict, scale: int, max_side: int, multiple: int = 1) -> Tuple[float, float]:
+    """(teacher, bicubic) Y-PSNR in dB of one dataset item, crop border = scale; the LR input is padded to
+    ``multiple`` (a SwinIR teacher's window) and the output cropped back."""
     if 'lq' not in item or 'gt' not in item:
         raise TeacherCheckError(f'Cannot check the teacher: dataset items have keys {sorted(item)}, not lq and gt '
                                 f'(a degradation-on-the-fly train set?). Add a paired validation dataset. {SKIP_HINT}')
@@ -79,8 +82,7 @@ def _image_psnrs(net_t: nn.Module, item: dict, scale: int, max_side: int) -> Tup
     param = next(net_t.parameters(), None)
     device = param.device if param is not None else torch.device('cpu')
     dtype = param.dtype if param is not None and param.is_floating_point() else torch.float32
-    with torch.no_grad():
-        sr = net_t(lq.unsqueeze(0).to(device=device, dtype=dtype)).float()
+    sr = forward_padded(net_t, lq.unsqueeze(0).to(device=device, dtype=dtype), multiple, scale).float()
     gt_img = tensor2img(gt)
     sr_img, bic_img = tensor2img(sr), tensor2img(imresize(lq, scale))
     if sr_img.shape != gt_img.shape:
@@ -138,7 +140,10 @@ def check_teacher(net_t: nn.Module, opt: dict, num_images: int = 2, margin_db: f
     was_training = net_t.training
     net_t.eval()
     try:
-        pairs = [_image_psnrs(net_t, dataset[i], int(dataset_opt['scale']), max_lq_side) for i in range(count)]
+        multiple = window_multiple(opt.get('network_t') or {})
+        pairs = [
+            _image_psnrs(net_t, dataset[i], int(dataset_opt['scale']), max_lq_side, multiple) for i in range(count)
+        ]
     finally:
         net_t.train(was_training)
         close_lmdb(dataset)

@@ -245,5 +245,12 @@ def fingerprint(net: nn.Module) -> str:
 
 
 def network_state(net: nn.Module) -> Dict[str, torch.Tensor]:
-    """``net.state_dict()`` on the CPU without a ``module.`` prefix, as BasicSR's ``save_network`` stores it."""
-    return {k[len('module.'):] if k.startswith('module.') else k: v.cpu() for k, v in net.state_dict().items()}
+    """``net.state_dict()`` on the CPU without a ``module.`` prefix, as BasicSR's ``save_network`` stores it: the same
+    OrderedDict (its ``_metadata`` included), so the saved file holds the same records as BasicSR's."""
+    state = net.state_dict()
+    for key, value in list(state.items()):
+        if key.startswith('module.'):
+            del state[key]
+            key = key[len('module.'):]
+        state[key] = value.cpu()
+    return state

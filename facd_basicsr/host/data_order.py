@@ -5,10 +5,10 @@ flips of its datasets (``paired_random_crop`` / ``augment`` use Python's ``rando
 new process has. A straight run and a stopped-and-resumed run therefore see different batches. Here:
 
 * The training loop's prefetcher (``CPUPrefetcher`` / ``CUDAPrefetcher`` looked up in the training module, replaced
-  by :func:`install_tracked_prefetchers`) records, per epoch, the random states when the epoch's iterator is created
-  and how many batches it has handed out.
-* ``FACDModel`` stores :meth:`DataOrder.snapshot` (those plus the states at the checkpoint) in its adapter record
-  ``net_adapter_<iter>.pth`` and hands it back with :meth:`DataOrder.schedule` when resuming.
+  by :func:`install_tracked_prefetchers` with subclasses bound to the model's :class:`DataOrder`) records, per epoch,
+  the random states when the epoch's iterator is created and how many batches it has handed out.
+* ``RobustSRModel`` owns the :class:`DataOrder`, stores :meth:`DataOrder.snapshot` (those plus the states at the
+  checkpoint) in ``<iter>.state`` and hands it back with :meth:`DataOrder.schedule` when resuming.
 * At the first epoch after the resume the prefetcher restores the epoch-start states, creates the iterator (the
   sampler is seeded by the epoch, dataloader workers by ``manual_seed``), loads and discards the batches the
   stopped run had trained on, and restores the states of the checkpoint moment.
@@ -62,7 +62,7 @@ def preserved_rng() -> Iterator[None]:
 
 
 class DataOrder:
-    """Where the training loop is in its epoch, and the pending replay of a resumed run (one per process)."""
+    """Where the training loop is in its epoch, and the pending replay of a resumed run (one per model)."""
 
     def __init__(self) -> None:
         self.epoch: Optional[int] = None
@@ -114,33 +114,29 @@ class DataOrder:
         get_root_logger().info(f'Resumed the data order: epoch {epoch}, {self.consumed} batches of it replayed.')
 
 
-TRACKER = DataOrder()
+def tracked(prefetcher_cls: type, order: DataOrder) -> type:
+    """A subclass of BasicSR's ``prefetcher_cls`` whose ``reset`` / ``next`` keep ``order`` up to date."""
+    original = getattr(prefetcher_cls, 'facd_original', prefetcher_cls)
 
-
-def tracked(prefetcher_cls: type) -> type:
-    """A subclass of BasicSR's ``prefetcher_cls`` whose ``reset`` / ``next`` keep :data:`TRACKER` up to date."""
-    if getattr(prefetcher_cls, 'facd_tracked', False):
-        return prefetcher_cls
-
-    class Tracked(prefetcher_cls):
-        facd_tracked = True
+    class Tracked(original):
+        facd_original = original
 
         def reset(self):
-            TRACKER.start_epoch(self.ori_loader, super().reset, super().next)
+            order.start_epoch(self.ori_loader, super().reset, super().next)
 
         def next(self):
             batch = super().next()
             if batch is not None:
-                TRACKER.consumed += 1
+                order.consumed += 1
             return batch
 
-    Tracked.__name__ = Tracked.__qualname__ = prefetcher_cls.__name__
+    Tracked.__name__ = Tracked.__qualname__ = original.__name__
     return Tracked
 
 
-def install_tracked_prefetchers(module) -> None:
-    """Replace ``module.CPUPrefetcher`` / ``module.CUDAPrefetcher`` (a training module's names) by tracked ones."""
+def install_tracked_prefetchers(module, order: DataOrder) -> None:
+    """Point ``module.CPUPrefetcher`` / ``module.CUDAPrefetcher`` (a training module's names) at ``order``."""
     for name in ('CPUPrefetcher', 'CUDAPrefetcher'):
         cls = getattr(module, name, None)
         if isinstance(cls, type):
-            setattr(module, name, tracked(cls))
+            setattr(module, name, tracked(cls, order))

@@ -1,0 +1,96 @@
+"""RobustSRModel trains a stock SRModel option file with only ``model_type`` changed: the same checkpoints as
+SRModel's, and an exact resume. FACD runs saved by the previous layout (run state in ``net_adapter_<iter>.pth``)
+still resume. Subprocesses of facd_basicsr/train.py on the tiny x2 option files, CPU."""
+import os
+import os.path as osp
+import zipfile
+
+import pytest
+import torch
+import yaml
+from basicsr.archs import build_network
+
+from conftest import REPO_ROOT, run_python
+
+TRAIN = osp.join(REPO_ROOT, 'facd_basicsr', 'train.py')
+SR_OPT = osp.join(REPO_ROOT, 'options', 'tiny', 'train_teacher_tiny_x2.yml')  # a stock SRModel EDSR file
+FACD_OPT = osp.join(REPO_ROOT, 'options', 'tiny', 'train_FACD_tiny_x2.yml')
+FAST = ['logger:print_freq=1', 'logger:use_tb_logger=false', 'val=~', 'datasets:train:batch_size_per_gpu=4',
+        'datasets:train:gt_size=32', 'logger:save_checkpoint_freq=2', 'datasets:train:dataset_enlarge_ratio=50']
+ENV = {'OMP_NUM_THREADS': '1'}
+
+
+@pytest.fixture(scope='module')
+def work(sample_root, tmp_path_factory):
+    root = tmp_path_factory.mktemp('robust')
+    os.symlink(sample_root / 'datasets', root / 'datasets')
+    with open(FACD_OPT) as f:
+        opt = yaml.safe_load(f)
+    teacher = root / opt['path']['pretrain_network_t']
+    teacher.parent.mkdir(parents=True)
+    torch.manual_seed(0)
+    torch.save({'params': build_network(opt['network_t']).state_dict()}, teacher)
+    return root
+
+
+def train(work, opt, name, total_iter, *force, auto_resume=False):
+    args = [TRAIN, '-opt', opt, *(['--auto_resume'] if auto_resume else []), '--force_yml', *FAST, f'name={name}',
+            f'train:total_iter={total_iter}', *force]
+    result = run_python(args, work, ENV)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return osp.join(work, 'experiments', name)
+
+
+def records(path):
+    """The zip records of a torch file, without the archive's folder name and the per-save serialization id."""
+    with zipfile.ZipFile(path) as archive:
+        return {name.split('/', 1)[1]: archive.read(name) for name in archive.namelist()
+                if not name.endswith('.data/serialization_id')}
+
+
+def net_g(folder, label):
+    return torch.load(osp.join(folder, 'models', f'net_g_{label}.pth'), weights_only=True)['params']
+
+
+def test_robust_sr_model_writes_srmodel_checkpoints_and_resumes_exactly(work):
+    stock = train(work, SR_OPT, 'stock', 4)
+    robust = train(work, SR_OPT, 'robust', 4, 'model_type=RobustSRModel')
+    for label in (2, 4, 'latest'):  # the same weights, written in the same format (keys, dtypes, tensor bytes)
+        name = f'net_g_{label}.pth'
+        assert records(osp.join(stock, 'models', name)) == records(osp.join(robust, 'models', name)), name
+    assert sorted(os.listdir(osp.join(robust, 'models'))) == sorted(os.listdir(osp.join(stock, 'models')))
+    state = torch.load(osp.join(robust, 'training_states', '2.state'), weights_only=True)
+    assert set(state) == {'epoch', 'iter', 'optimizers', 'schedulers', 'run_state'}  # BasicSR's keys + ours
+    assert not osp.exists(osp.join(robust, '.run.lock'))  # released at the end of the run
+
+    train(work, SR_OPT, 'robust_resumed', 2, 'model_type=RobustSRModel')
+    train(work, SR_OPT, 'robust_resumed', 4, 'model_type=RobustSRModel', auto_resume=True)
+    resumed = net_g(osp.join(work, 'experiments', 'robust_resumed'), 4)
+    straight = net_g(robust, 4)
+    assert all(torch.equal(resumed[k], straight[k]) for k in straight)
+
+
+def to_previous_layout(folder, iteration):
+    """Rewrite a checkpoint as the previous layout saved it: the run state inside ``net_adapter_<iter>.pth``
+    (``params``, ``teacher``, ``student_runtime``, ``data_order``), none in ``<iter>.state``."""
+    state_path = osp.join(folder, 'training_states', f'{iteration}.state')
+    state = torch.load(state_path, weights_only=True)
+    run_state = state.pop('run_state')
+    adapter_path = osp.join(folder, 'models', f'net_adapter_{iteration}.pth')
+    params = torch.load(adapter_path, weights_only=True)['params']
+    torch.save({'params': params, 'teacher': run_state['teacher'], 'student_runtime': run_state['student_runtime'],
+                'data_order': run_state['data_order']}, adapter_path)
+    torch.save(state, state_path)
+
+
+def test_a_run_saved_by_the_previous_layout_resumes_exactly(work):
+    force = ['distill:teacher_check=false']
+    straight = train(work, FACD_OPT, 'facd_straight', 4, *force)
+    old = train(work, FACD_OPT, 'facd_old_layout', 2, *force)
+    to_previous_layout(old, 2)
+    assert 'run_state' not in torch.load(osp.join(old, 'training_states', '2.state'), weights_only=True)
+    train(work, FACD_OPT, 'facd_old_layout', 4, *force, auto_resume=True)
+    resumed, expected = net_g(old, 4), net_g(straight, 4)
+    assert all(torch.equal(resumed[k], expected[k]) for k in expected)
+    state = torch.load(osp.join(old, 'training_states', '4.state'), weights_only=True)
+    assert state['run_state']['teacher']['sha256']  # saved in the new layout from then on
