@@ -18,8 +18,17 @@ import facd_basicsr  # noqa: E402,F401  (compat alias, registration and host pat
 
 
 def main() -> None:
+    """Run BasicSR's train_pipeline; a failed start-up check is one ``error:`` line and exit status 2."""
     from basicsr.train import train_pipeline
-    train_pipeline(os.getcwd())
+
+    from facd_basicsr.host.startup import StartupError, check_before_parsing, option_arguments
+    try:
+        check_before_parsing(*option_arguments(sys.argv[1:]))  # every option file read safely, whatever its model
+        train_pipeline(os.getcwd())
+    except StartupError as err:
+        print(f'error: {err}', file=sys.stderr)
+        print('Nothing was created or renamed.', file=sys.stderr)
+        sys.exit(2)
 
 
 if __name__ == '__main__':

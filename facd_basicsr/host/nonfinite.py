@@ -2,8 +2,11 @@
 
 ``train.nonfinite: stop`` (default) stops the run at the first step whose loss has a NaN or Inf term, naming the
 terms, the iteration and the batch (``lq_path`` / ``gt_path``: file paths, or LMDB keys); ``skip`` logs the same and
-skips that step (no backward, no optimizer step, no EMA update). Independently, a checkpoint is never written when
-a saved network has a non-finite weight (a finite loss can still give an overflowing update).
+skips that step (no backward, no optimizer step, no EMA update), and stops the run once
+``train.nonfinite_skip_limit`` (default 100) steps in a row were skipped: a run that diverged for good ends with an
+error, not with "End of training". Independently, a checkpoint is never written when a saved network has a
+non-finite weight, or when the student's output on the current batch is not finite (finite weights as large as
+1e30 still give NaN outputs).
 """
 import glob
 import math
@@ -105,6 +108,53 @@ def check_weights(nets: Mapping[str, nn.Module], current_iter: int, opt: dict) -
         raise NonFiniteWeightsError(f'iteration {current_iter}: not saving a checkpoint whose weights are not finite '
                                     f'({len(bad)} tensors, e.g. {bad[:4]}); the newest checkpoint is '
                                     f'{newest_checkpoint(opt)}')
+
+
+class NonFiniteSkips:
+    """Counts the steps ``train.nonfinite: skip`` skipped; stops the run after ``limit`` in a row."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit, self.consecutive, self.total = limit, 0, 0
+
+    def record(self, skipped: bool, current_iter: int, opt: dict) -> None:
+        """Count one step; raise :class:`NonFiniteLossError` when ``limit`` steps in a row were skipped."""
+        if not skipped:
+            self.consecutive = 0
+            return
+        self.consecutive += 1
+        self.total += 1
+        if self.consecutive >= self.limit:
+            raise NonFiniteLossError(f'iteration {current_iter}: {self.consecutive} steps in a row had a non-finite '
+                                     f'loss and were skipped (train.nonfinite_skip_limit: {self.limit}): the run has '
+                                     f'diverged. {self.summary()} The newest checkpoint is {newest_checkpoint(opt)}; '
+                                     'lower the learning rate and resume from it, or start again')
+
+    def summary(self) -> str:
+        return f'train.nonfinite: skip skipped {self.total} step(s) in this run.'
+
+    def state_dict(self) -> dict:
+        return {'consecutive': self.consecutive, 'total': self.total}
+
+    def load_state_dict(self, state: Optional[dict]) -> None:
+        if state:
+            self.consecutive, self.total = int(state['consecutive']), int(state['total'])
+
+
+@torch.no_grad()
+def check_output(net: nn.Module, lq: torch.Tensor, current_iter: int, opt: dict,
+                 batch_keys: Optional[Mapping[str, list]] = None) -> None:
+    """Raise :class:`NonFiniteWeightsError` when ``net``'s output on ``lq`` (the current batch) is not finite."""
+    was_training = net.training
+    net.eval()
+    try:
+        finite = bool(torch.isfinite(net(lq)).all())
+    finally:
+        net.train(was_training)
+    if not finite:
+        raise NonFiniteWeightsError(f'iteration {current_iter}: not saving a checkpoint whose student gives a '
+                                    f'non-finite output on the current batch {describe_batch(batch_keys or {})} (its '
+                                    f'weights are finite, but the run has diverged); the newest checkpoint is '
+                                    f'{newest_checkpoint(opt)}. Lower the learning rate')
 
 
 def check_finite_state(state: Mapping[str, torch.Tensor], path: str, option: str) -> None:

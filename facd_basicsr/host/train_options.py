@@ -5,11 +5,13 @@
   ``The size of tensor a (32) must match the size of tensor b (33)``.
 * A negative ``loss_weight`` of ``pixel_opt`` / ``kd_opt`` / ``feature_opt``: BasicSR's L1/MSE losses accept it
   and the run then maximises the error, silently.
-* ``train.nonfinite``: what to do with a NaN / Inf loss (``stop``, the default, or ``skip`` the step).
+* ``train.nonfinite``: what to do with a NaN / Inf loss (``stop``, the default, or ``skip`` the step), and
+  ``train.nonfinite_skip_limit``: how many skipped steps in a row stop the run.
 """
 import numbers
 
 NONFINITE_MODES = ('stop', 'skip')
+DEFAULT_SKIP_LIMIT = 100
 WEIGHTED_LOSSES = ('pixel_opt', 'kd_opt', 'feature_opt')
 
 
@@ -46,8 +48,17 @@ def nonfinite_mode(train_opt: dict) -> str:
     return mode
 
 
+def nonfinite_options(train_opt: dict) -> tuple:
+    """(``train.nonfinite``, ``train.nonfinite_skip_limit``): the mode, and how many skipped steps in a row stop the
+    run (an integer >= 1, default 100)."""
+    limit = train_opt.get('nonfinite_skip_limit', DEFAULT_SKIP_LIMIT)
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+        raise ValueError(f'train.nonfinite_skip_limit must be an integer >= 1, got {limit!r}')
+    return nonfinite_mode(train_opt), limit
+
+
 def check_training_options(opt: dict) -> None:
     """All start-up checks of this module; each failure is one ``ValueError`` naming the option."""
     check_gt_size(opt)
     check_loss_weights(opt.get('train') or {})
-    nonfinite_mode(opt.get('train') or {})
+    nonfinite_options(opt.get('train') or {})

@@ -1,0 +1,150 @@
+"""A start that fails touches nothing, option files run no code, and two runs with one name cannot overwrite each
+other (subprocesses of facd_basicsr/train.py and test.py on the tiny x2 option file, CPU)."""
+import hashlib
+import json
+import os
+import os.path as osp
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+import yaml
+from basicsr.archs import build_network
+
+from conftest import REPO_ROOT, run_python
+
+TRAIN = osp.join(REPO_ROOT, 'facd_basicsr', 'train.py')
+TEST = osp.join(REPO_ROOT, 'facd_basicsr', 'test.py')
+OPT = osp.join(REPO_ROOT, 'options', 'tiny', 'train_FACD_tiny_x2.yml')
+FAST = ['logger:print_freq=1', 'logger:use_tb_logger=false', 'distill:teacher_check=false', 'val=~',
+        'datasets:train:batch_size_per_gpu=2', 'datasets:train:gt_size=32', 'logger:save_checkpoint_freq=2']
+ENV = {'OMP_NUM_THREADS': '1'}
+
+
+@pytest.fixture(scope='module')
+def work(sample_root, tmp_path_factory):
+    """A working directory with the sample datasets and the tiny option file's teacher (random weights)."""
+    root = tmp_path_factory.mktemp('startup')
+    os.symlink(sample_root / 'datasets', root / 'datasets')
+    with open(OPT) as f:
+        opt = yaml.safe_load(f)
+    teacher = root / opt['path']['pretrain_network_t']
+    teacher.parent.mkdir(parents=True)
+    torch.manual_seed(0)
+    torch.save({'params': build_network(opt['network_t']).state_dict()}, teacher)
+    return root
+
+
+def train_args(name, total_iter, *force, opt=OPT):
+    return [TRAIN, '-opt', opt, '--force_yml', *FAST, f'name={name}', f'train:total_iter={total_iter}', *force]
+
+
+def folder_digest(root):
+    """{relative path: sha256} of every file under ``root``."""
+    return {osp.relpath(osp.join(d, f), root): hashlib.sha256(open(osp.join(d, f), 'rb').read()).hexdigest()
+            for d, _, names in os.walk(root) for f in names}
+
+
+def error_lines(result):
+    return [line for line in result.stderr.splitlines() if line.startswith('error:')]
+
+
+def test_a_failed_start_touches_nothing_that_exists(work):
+    """A finished run, then three failing restarts with its name: missing teacher, GPU on a CPU, key typo."""
+    done = run_python(train_args('kept', 2), work, ENV)
+    assert done.returncode == 0, done.stderr[-3000:]
+    before = folder_digest(work / 'experiments')
+    failures = [
+        (['path:pretrain_network_t=missing/teacher.pth'], "FileNotFoundError: path.pretrain_network_t: "),
+        (['num_gpu=1'], 'num_gpu: 1, but this machine has 0 usable GPU(s): set num_gpu: auto'),
+        (['train:ema_dcay=0'], "train: unknown option(s) 'ema_dcay' (did you mean 'ema_decay'?)"),
+        (['trian:total_iter=3'], '--force_yml trian:total_iter=3: trian is not in'),
+    ]
+    for force, message in failures:
+        result = run_python(train_args('kept', 2, *force), work, ENV)
+        assert result.returncode == 2, result.stderr[-3000:]
+        errors = error_lines(result)
+        assert len(errors) == 1 and message in errors[0], (message, result.stderr[-3000:])
+        assert 'Traceback' not in result.stderr
+    assert folder_digest(work / 'experiments') == before  # nothing renamed, archived or written
+    assert not [d for d in os.listdir(work / 'experiments') if '_archived_' in d]
+
+
+def test_option_files_cannot_run_code(work, tmp_path):
+    marker = tmp_path / 'MARKER'
+    with open(OPT) as f:
+        text = f.read()
+    tagged = tmp_path / 'tagged.yml'
+    tagged.write_text(text + f'note: !!python/object/apply:os.system ["touch {marker}"]\n')
+    for entry in (TRAIN, TEST):
+        result = run_python([entry, '-opt', str(tagged)], work, ENV)
+        assert result.returncode == 2, result.stderr[-3000:]
+        line = len(text.splitlines()) + 1
+        (error, ) = error_lines(result)
+        assert error.startswith(f'error: {tagged}:{line}: tag ') and 'python/object/apply:os.system' in error
+        assert 'it would construct a Python object' in error and error.endswith('nothing was constructed')
+        assert not marker.exists() and 'Traceback' not in result.stderr
+    assert not osp.exists(work / 'experiments' / 'FACD_tiny_x2_EDSR_f16b2_from_f32b4')
+
+
+def test_a_second_run_with_the_same_name_refuses_while_the_first_trains(work):
+    """Two real processes overlap: B refuses, naming A's PID; A's folder stays A's and A goes on saving into it."""
+    env = dict(os.environ, **ENV)
+    log = open(work / 'shared.log', 'w')  # not a pipe: a full pipe would stall the run
+    first = subprocess.Popen([sys.executable, *train_args('shared', 100000, 'logger:save_checkpoint_freq=1')],
+                             cwd=str(work), env=env, stdout=log, stderr=log, start_new_session=True)
+    folder = work / 'experiments' / 'shared'
+    try:
+        deadline = time.time() + 300
+        while not (folder / 'models' / 'net_g_1.pth').exists() and first.poll() is None and time.time() < deadline:
+            time.sleep(0.05)
+        assert first.poll() is None, (work / 'shared.log').read_text()[-3000:]
+        second = run_python(train_args('shared', 4), work, ENV)
+        assert first.poll() is None, 'the first run ended before the second finished: the test proves nothing'
+        assert second.returncode == 2, second.stderr[-3000:]
+        holder = json.loads((folder / '.run.lock').read_text())
+        assert holder['pid'] == first.pid
+        assert f'is in use by a live run (host {holder["host"]}, PID {first.pid})' in error_lines(second)[0]
+        assert not [d for d in os.listdir(work / 'experiments') if d.startswith('shared_archived_')]
+        saved = len(os.listdir(folder / 'models'))
+        while len(os.listdir(folder / 'models')) == saved and first.poll() is None and time.time() < deadline:
+            time.sleep(0.05)
+        assert len(os.listdir(folder / 'models')) > saved  # the first run still saves into its own folder
+    finally:
+        os.killpg(first.pid, signal.SIGKILL)
+        first.wait()
+        log.close()
+
+
+def test_a_stale_lock_does_not_block_a_resume(work):
+    done = run_python(train_args('stale', 2), work, ENV)
+    assert done.returncode == 0, done.stderr[-3000:]
+    folder = work / 'experiments' / 'stale'
+    dead = subprocess.Popen([sys.executable, '-c', 'pass'])
+    dead.wait()
+    (folder / '.run.lock').write_text(json.dumps({'host': os.uname().nodename, 'pid': dead.pid, 'token': 'x'}))
+    result = run_python(train_args('stale', 4) + ['--auto_resume'], work, ENV)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f'taking over the lock of a run that is gone (host {os.uname().nodename}, PID {dead.pid})' in \
+        result.stderr + result.stdout + ''.join(open(p).read() for p in folder.glob('train_stale_*.log'))
+    assert (folder / 'models' / 'net_g_4.pth').exists()
+
+
+def test_a_run_whose_folder_is_moved_away_stops_at_its_next_save(work):
+    env = dict(os.environ, **ENV)
+    log = open(work / 'moved.log', 'w')  # not a pipe: a full pipe would stall the run
+    run = subprocess.Popen([sys.executable, *train_args('moved', 400, 'logger:save_checkpoint_freq=50')],
+                           cwd=str(work), env=env, stdout=log, stderr=log)
+    first_save = work / 'experiments' / 'moved' / 'training_states' / '50.state'  # written last: the save is over
+    deadline = time.time() + 300
+    while not first_save.exists() and run.poll() is None and time.time() < deadline:
+        time.sleep(0.005)
+    os.rename(work / 'experiments' / 'moved', work / 'experiments' / 'moved_elsewhere')
+    assert run.wait(timeout=600) != 0
+    log.close()
+    err = (work / 'moved.log').read_text()
+    assert 'RunFolderError' in err and 'is no longer this run\'s folder' in err, err[-3000:]
+    assert not osp.exists(work / 'experiments' / 'moved')  # it wrote nothing into a new folder of that name
