@@ -108,7 +108,8 @@ def test_an_unwritable_out_dir_is_one_error_line_before_the_network_is_read(tmp_
     assert main(args) == 2
     captured = capsys.readouterr()
     assert captured.err.strip().splitlines() == [
-        f'error: --out-dir {out}: cannot write the exports there: {tmp_path / "a_file"} is a file, not a folder'
+        f'error: --out-dir {out}: cannot write the output here: {tmp_path / "a_file"} is a file, so no folder can be '
+        'made under it'
     ] and captured.out == ''
 
 

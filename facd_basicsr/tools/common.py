@@ -21,7 +21,7 @@ from basicsr.archs import build_network
 from basicsr.utils.registry import ARCH_REGISTRY
 from torch import nn
 
-from facd_basicsr.host.checkpoint import load_strictly, read_state_dict
+from facd_basicsr.host.checkpoint import is_safetensors, load_strictly, read_state_dict
 from facd_basicsr.host.option_file import load_option_file
 
 IMG_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff', '.webp', '.ppm', '.pgm')
@@ -69,9 +69,11 @@ def arch_opt_from_yaml(path: str, net_key: Optional[str] = None) -> Dict[str, An
 def check_registered(arch_opt: Dict[str, Any], source: str) -> None:
     """``KeyError`` naming ``source`` and every registered name when ``arch_opt['type']`` is not in the registry.
 
-    BasicSR's ``ARCH_REGISTRY.get`` prints a suffix hint and raises without naming the file or the valid names.
+    BasicSR's ``ARCH_REGISTRY.get`` prints a suffix hint and raises without naming the file or the valid names. Like
+    ``ARCH_REGISTRY.get``, a name registered with BasicSR's ``_basicsr`` suffix (``SRVGGNetCompact`` is registered as
+    ``SRVGGNetCompact_basicsr`` in 1.4.2) is accepted under its plain name.
     """
-    if arch_opt['type'] not in ARCH_REGISTRY:
+    if arch_opt['type'] not in ARCH_REGISTRY and f'{arch_opt["type"]}_basicsr' not in ARCH_REGISTRY:
         names = ', '.join(sorted(name for name, _ in ARCH_REGISTRY))
         raise KeyError(f'{source}: architecture type {arch_opt["type"]!r} is not registered. Registered: {names}')
 
@@ -138,6 +140,8 @@ def load_checkpoint(net: nn.Module, path: str, param_key: Optional[str] = None, 
     if not osp.isfile(path):
         raise FileNotFoundError(f'Checkpoint not found: {path}')
     key = DEFAULT_PARAM_KEY if param_key is None else param_key
+    if param_key is None and is_safetensors(path):
+        key = BARE_STATE_DICT  # a safetensors file is a bare state dict: there is no key to choose
     try:
         state = read_state_dict(path, None if key.lower() == BARE_STATE_DICT else key, '--ckpt')
     except KeyError:

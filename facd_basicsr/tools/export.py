@@ -36,7 +36,8 @@ from torch import nn
 
 from facd_basicsr.host.checkpoint import (CheckpointError, CheckpointWriteError, atomic_safetensors_save,
                                           atomic_torch_save, network_state)
-from facd_basicsr.tools.common import add_network_args, arch_opt_from_args, config_error, network_from_args, parse_size
+from facd_basicsr.tools.common import (add_network_args, arch_opt_from_args, check_output_location, config_error,
+                                       network_from_args, parse_size)
 from facd_basicsr.tools.export_weights import (check_with_spandrel, load_safetensors_network, official_format_error,
                                                official_rcan_state, safetensors_metadata)
 
@@ -136,20 +137,6 @@ def check_onnx(path: str, reference: List[np.ndarray], inputs: List[torch.Tensor
     import onnxruntime
     session = onnxruntime.InferenceSession(path, providers=['CPUExecutionProvider'])
     return [float(np.abs(session.run(None, {'lr': x.numpy()})[0] - ref).max()) for x, ref in zip(inputs, reference)]
-
-
-def check_out_dir(path: str) -> None:
-    """``ValueError`` naming ``--out-dir`` and ``path`` when the folder cannot be created or written (nothing made)."""
-    probe = osp.abspath(path)
-    while not osp.exists(probe):
-        probe = osp.dirname(probe)
-    if not osp.isdir(probe):
-        reason = f'{probe} is a file, not a folder'
-    elif not os.access(probe, os.W_OK | os.X_OK):
-        reason = f'{probe} is not writable'
-    else:
-        return
-    raise ValueError(f'--out-dir {path}: cannot write the exports there: {reason}')
 
 
 def check_sizes(args: argparse.Namespace, arch_opt: Dict) -> List[Tuple[int, int]]:
@@ -254,7 +241,7 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
 
 def check_request(args: argparse.Namespace) -> None:
     """Fail before any network work: an unwritable ``--out-dir``, or ``official`` for an architecture without it."""
-    check_out_dir(args.out_dir)
+    check_output_location('--out-dir', args.out_dir)
     arch_opt, _ = arch_opt_from_args(args)
     problem = official_format_error(arch_opt['type']) if 'official' in args.formats else None
     if problem:

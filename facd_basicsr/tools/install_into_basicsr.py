@@ -96,7 +96,8 @@ def option_kind(path: str) -> str:
 
 
 def option_files(options_dir: str) -> Dict[str, bytes]:
-    """Map every ``*.yml`` under ``options_dir`` (recursive) to ``options/{train,test}/FACD/<file name>``.
+    """Map every ``*.yml`` under ``options_dir`` (recursive) to ``options/{train,test}/FACD/<file name>``; a file two
+    folders down keeps its inner folder (``options/test/manga109/x.yml`` -> ``options/test/FACD/manga109/x.yml``).
 
     Raises:
         ValueError: when two files of different folders would land on the same checkout path.
@@ -106,7 +107,8 @@ def option_files(options_dir: str) -> Dict[str, bytes]:
         dirs.sort()
         for name in sorted(n for n in files if n.endswith('.yml')):
             src = osp.join(folder, name)
-            rel = f'options/{option_kind(src)}/FACD/{name}'
+            inner = osp.relpath(folder, options_dir).split(os.sep)[1:]
+            rel = '/'.join(['options', option_kind(src), 'FACD', *inner, name])
             if rel in out:
                 raise ValueError(f'Option files {origin[rel]} and {src} would both be installed as {rel}; '
                                  'rename one of them.')
