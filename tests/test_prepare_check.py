@@ -99,3 +99,10 @@ def test_an_empty_tree_fails_and_nothing_checked_fails(tmp_path, capsys):
     demo = osp.join(REPO_ROOT, 'options', 'demo')  # reads data facd-prepare does not write: every file skipped
     assert run(tmp_path, [demo])[0] == 1
     assert 'no option file checked' in capsys.readouterr().err
+
+
+def test_the_console_script_exits_0_without_manga109(free_tree, capsys):
+    """``facd-prepare --check`` (the entry point, not only its helper) passes on the four free sets."""
+    from facd_basicsr.tools.prepare import main
+    assert main(['--check', '--root', str(free_tree), '--opt', TEST_OPTIONS]) == 0
+    assert 'missing, optional' in capsys.readouterr().out

@@ -4,7 +4,8 @@ Run it from the folder you train in (or pass ``--root``); everything goes to ``<
 
     facd-prepare --div2k ~/Downloads         # DIV2K_train_HR(.zip), DIV2K_train_LR_bicubic(_X4.zip) ...
     facd-prepare --benchmark ~/Downloads/benchmark   # Set5/ Set14/ B100/ Urban100/ Manga109/ (HR images or HR/)
-    facd-prepare --check                     # every shipped option file: what is missing; exit 1 if anything
+    facd-prepare --check                     # every shipped option file: what is missing; exit 1 unless every file but
+                                             # the optional Manga109 ones is ready
 
 DIV2K: 480x480 sub-images, step 240 (LR: divided by the scale) in ``datasets/DIV2K/DIV2K_train_HR_sub.lmdb`` and
 ``DIV2K_train_LR_bicubic_X{s}_sub.lmdb``. Benchmarks: ``datasets/<Set>/GTmod12`` and ``LRbicx{2,3,4}`` (MATLAB-style
@@ -20,7 +21,7 @@ from typing import List, Optional
 import facd_basicsr  # noqa: F401  (compat shim: must precede the first basicsr import)
 from facd_basicsr.tools.common import check_output_location
 from facd_basicsr.tools.prepare_bench import prepare_benchmark
-from facd_basicsr.tools.prepare_check import check_tree, shipped_options
+from facd_basicsr.tools.prepare_check import run_check, shipped_options
 from facd_basicsr.tools.prepare_div2k import prepare_div2k
 from facd_basicsr.tools.prepare_io import PrepareError
 
@@ -58,25 +59,6 @@ def _validate(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None
         parser.error(f'--scales must be integers from 2 to 8, got {args.scales}')
     if args.crop_size < 1 or args.step < 1 or args.thresh_size < 0:
         parser.error('--crop-size and --step must be positive, --thresh-size non-negative')
-
-
-def run_check(root: str, opt_paths: Optional[List[str]]) -> int:
-    """Print, per option file, what the tree under ``root`` lacks; 1 when anything is missing, else 0."""
-    report = check_tree(root, opt_paths or [shipped_options()])
-    checked = [(p, problems) for p, problems in report if problems is not None]
-    for path, problems in checked:
-        shown = osp.relpath(path) if not osp.relpath(path).startswith('..') else path
-        print(f'{shown}: {"ok" if not problems else "MISSING"}')
-        for problem in problems:
-            print(f'  - {problem}')
-    bad = sum(1 for _, problems in checked if problems)
-    skipped = len(report) - len(checked)
-    print(f'facd-prepare --check ({osp.abspath(root)}): {len(checked) - bad} option file(s) ok, {bad} incomplete'
-          + (f', {skipped} skipped (read no data facd-prepare writes)' if skipped else ''))
-    if not checked:
-        print('facd-prepare --check: no option file checked', file=sys.stderr)
-        return 1
-    return 1 if bad else 0
 
 
 def main(argv: Optional[List[str]] = None) -> int:
