@@ -137,8 +137,11 @@ def build_models(cfg: Dict,
                  device: str,
                  data: Dict,
                  feature: Dict,
-                 train_extra: Optional[Dict] = None) -> Dict:
-    """Stock SRModel, FACDModel with output KD only, full FACDModel, naive FACDModel (teacher with autograd)."""
+                 train_extra: Optional[Dict] = None,
+                 history: bool = False) -> Dict:
+    """Stock SRModel, FACDModel with output KD only, full FACDModel, naive FACDModel (teacher with autograd); with
+    ``history``, also 'facd history': the full FACDModel with the ``history`` negative pool (distill.history
+    defaults: 4 noisy copies + the clean patch through the EMA student, no autograd)."""
     torch.manual_seed(0)
     torch.save({'params': build_network(cfg['teacher']).state_dict()}, osp.join(root, 'teacher.pth'))
     models = {}
@@ -150,6 +153,11 @@ def build_models(cfg: Dict,
             model_opt(cfg, root, model_type, batch, device, None if name == 'kd only' else feature, train_extra))
         model.feed_data(data)
         models[name] = model
+    if history:
+        torch.manual_seed(1)
+        pool_feature = {'distance': feature['distance'], 'negatives': 'history'}
+        models['facd history'] = FACDModel(model_opt(cfg, root, 'FACDModel', batch, device, pool_feature, train_extra))
+        models['facd history'].feed_data(data)
     naive = models['naive']
     runner = next((k for k, v in vars(naive).items() if isinstance(v, TeacherRunner)), None)
     setattr(naive, runner or 'net_t', WithAutograd(naive.net_t))  # replaces FACDModel's teacher call (runner or net)
@@ -276,11 +284,11 @@ def breakdown_section(models: Dict, args) -> None:
           paired_ratio(times, 'kd only') + ', naive / floor ' + paired_ratio(times, 'naive'))
 
 
-def headline_section(models: Dict, args) -> float:
-    """The whole FACD step against the whole floor step (floor seq), ABBA rounds until the median's interval is
-    within +-``args.ci``; prints the headline and returns the median ratio."""
+def headline_section(models: Dict, args, name: str = 'facd') -> float:
+    """The whole FACD step (``models[name]``) against the whole floor step (floor seq), ABBA rounds until the median's
+    interval is within +-``args.ci``; prints the headline and returns the median ratio."""
     start = time.perf_counter()
-    ratios, seconds = paired_ratio_rounds(partial(models['facd'].optimize_parameters, 1),
+    ratios, seconds = paired_ratio_rounds(partial(models[name].optimize_parameters, 1),
                                           partial(floor_sequence, models), args.device, args.warmup,
                                           args.min_rounds, args.max_rounds, args.ci)
     ratio, low, high = median_ci(ratios)
@@ -289,7 +297,8 @@ def headline_section(models: Dict, args) -> float:
           f'{time.perf_counter() - start:.0f} s; FACD step {statistics.median(seconds["case"]) * 1e3:.2f} ms, floor '
           f'step {statistics.median(seconds["floor"]) * 1e3:.2f} ms (medians); interval '
           f'{"within" if converged else "NOT within"} +-{args.ci} after {len(ratios)} rounds')
-    print(f'HEADLINE FACD / floor, whole step: x{ratio:.3f} [95% CI {low:.3f}-{high:.3f}] (target <= 1.05: '
+    label = 'FACD' if name == 'facd' else 'FACD with the history pool'
+    print(f'HEADLINE {label} / floor, whole step: x{ratio:.3f} [95% CI {low:.3f}-{high:.3f}] (target <= 1.05: '
           f'{"met" if ratio <= 1.05 else "MISSED"})')
     return ratio
 
@@ -314,6 +323,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument('--runtime-repeats', type=int, default=3, help='timed rounds of the teacher-runtime section')
     parser.add_argument('--distance', choices=('l1', 'l2', 'cosine'), default='l2', help='FACDContrastiveLoss')
     parser.add_argument('--num-negatives', type=int, help='K of FACDContrastiveLoss (default: batch - 1)')
+    parser.add_argument('--history', action='store_true',
+                        help='also the whole-step headline of FACD with negatives: history (the EMA pool)')
     parser.add_argument('--teacher-weights', help='BasicSR teacher file (key params) for the runtime section')
     parser.add_argument(
         '--fit-steps',
@@ -364,9 +375,11 @@ def main() -> None:
                                np.random.default_rng(0), args.device)
             feature = {'distance': args.distance, 'num_negatives': args.num_negatives}
             train_extra = {'compile_feature_loss': True} if args.compile_feature_loss else None
-            models = build_models(cfg, root, args.batch, args.device, data, feature, train_extra)
+            models = build_models(cfg, root, args.batch, args.device, data, feature, train_extra, args.history)
             if not args.skip_breakdown:
                 breakdown_section(models, args)
+            if args.history:
+                headline_section(models, args, 'facd history')
             headline_section(models, args)
     print(f'({time.perf_counter() - start:.0f} s)')
 
