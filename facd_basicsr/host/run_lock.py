@@ -81,7 +81,8 @@ class RunLock:
         """Take the lock of ``folder`` (created by BasicSR already); a stale lock is taken over with a warning."""
         check_not_held(self.folder)
         stale = read_lock(self.folder)
-        if stale is not None:
+        ours = stale is not None and stale.get('host') == socket.gethostname() and stale.get('pid') == os.getpid()
+        if stale is not None and not ours:  # a model built again in the same process replaces its own lock quietly
             get_root_logger().warning(f'{self.folder}: taking over the lock of a run that is gone (host '
                                       f'{stale.get("host")}, PID {stale.get("pid")})')
         record = {'host': socket.gethostname(), 'pid': os.getpid(), 'token': self.token}
