@@ -254,8 +254,10 @@ class FACDModel(RobustSRModel):
             loss_dict['l_kd'] = self._kd_loss(sr_t, gate)
             l_total = l_total + loss_dict['l_kd']
         if self.cri_feat is not None:
-            loss_dict['l_feat'] = self._feature_loss(gate, current_iter, loss_dict)
-            l_total = l_total + loss_dict['l_feat']
+            l_feat, terms = self._feature_loss(gate, current_iter, loss_dict)
+            loss_dict['l_feat'] = l_feat
+            loss_dict.update(terms)
+            l_total = l_total + l_feat
         if self.take_step(l_total, loss_dict, current_iter) and self.history is not None:
             self.history.update(self.get_bare_model(self.net_g), self._bare_adapter())
 
@@ -286,21 +288,20 @@ class FACDModel(RobustSRModel):
         mask = gate.view(-1, 1, 1, 1)
         return self.cri_kd(self.output * mask, sr_t * mask)
 
-    def _feature_loss(self, gate: torch.Tensor, current_iter: int, loss_dict: OrderedDict) -> torch.Tensor:
-        """The gated feature term (ramped by ``distill.feature_ramp_iters``); logs its per-tap terms."""
+    def _feature_loss(self, gate: torch.Tensor, current_iter: int, loss_dict: OrderedDict) -> tuple:
+        """The gated feature term (ramped by ``distill.feature_ramp_iters``, logged as ``feat_ramp``) and its logged
+        terms (``l_feat_tap{j}``, ``d_pos``, ``d_neg``)."""
         feats_t = self.teacher_taps.pop()
         feats_s = self.student_taps.pop()
         if self.net_adapter is not None:
             feats_s = self.net_adapter(feats_s)
         l_feat, terms = self.cri_feat(feats_s, feats_t, weight=None if self.gate.always_on else gate,
                                       negative_feats=self._negatives())
-        for key, value in terms.items():
-            loss_dict[f'l_feat_{key}' if key.startswith('tap') else key] = value
         ramp = ramp_factor(current_iter, self.distill.feature_ramp_iters)
         if ramp < 1.0:
             loss_dict['feat_ramp'] = l_feat.new_tensor(ramp)
             l_feat = l_feat * ramp
-        return l_feat
+        return l_feat, OrderedDict((f'l_feat_{k}' if k.startswith('tap') else k, v) for k, v in terms.items())
 
     def _negatives(self) -> Optional[list]:
         """What the feature loss takes as ``negative_feats``: degraded-input teacher maps, history maps, or None."""
