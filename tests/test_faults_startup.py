@@ -19,8 +19,8 @@ from basicsr.data import build_dataset
 from basicsr.models import build_model
 
 from facd_basicsr.host.data_errors import DataRecordError
-from facd_basicsr.host.run_guards import install_run_guards
 from facd_basicsr.host.nonfinite import NonFiniteWeightsError
+from facd_basicsr.host.run_guards import install_run_guards
 from facd_basicsr.tools import install_into_basicsr as installer
 
 from model_helpers import make_opt, photo_batches
