@@ -2,7 +2,6 @@
 
 Results go to ``results/<name>/`` under the current working directory.
 """
-import os
 import os.path as osp
 import sys
 
@@ -15,17 +14,11 @@ import facd_basicsr  # noqa: E402,F401  (compat alias + registration before basi
 
 
 def main() -> None:
-    """Run BasicSR's test_pipeline; a failed start-up check is one ``error:`` line and exit status 2."""
+    """BasicSR's test_pipeline with our start-up checks (one ``error:`` line and exit status 2 when one fails)."""
     from basicsr.test import test_pipeline
 
-    from facd_basicsr.host.startup import StartupError, check_before_parsing, option_arguments
-    try:
-        check_before_parsing(*option_arguments(sys.argv[1:]))  # every option file read safely, whatever its model
-        test_pipeline(os.getcwd())
-    except StartupError as err:
-        print(f'error: {err}', file=sys.stderr)
-        print('Nothing was created or renamed.', file=sys.stderr)
-        sys.exit(2)
+    from facd_basicsr.host.startup import run_checked
+    run_checked(test_pipeline)
 
 
 if __name__ == '__main__':

@@ -5,7 +5,6 @@ Accepts BasicSR's flags (``-opt``, ``--launcher``, ``--auto_resume``, ``--debug`
 Distributed: ``torchrun --nproc_per_node=N facd_basicsr/train.py -opt X.yml --launcher pytorch`` (gloo on CPUs,
 NCCL on GPUs); see docs/distributed.md.
 """
-import os
 import os.path as osp
 import sys
 
@@ -18,17 +17,11 @@ import facd_basicsr  # noqa: E402,F401  (compat alias, registration and host pat
 
 
 def main() -> None:
-    """Run BasicSR's train_pipeline; a failed start-up check is one ``error:`` line and exit status 2."""
+    """BasicSR's train_pipeline with our start-up checks (one ``error:`` line and exit status 2 when one fails)."""
     from basicsr.train import train_pipeline
 
-    from facd_basicsr.host.startup import StartupError, check_before_parsing, option_arguments
-    try:
-        check_before_parsing(*option_arguments(sys.argv[1:]))  # every option file read safely, whatever its model
-        train_pipeline(os.getcwd())
-    except StartupError as err:
-        print(f'error: {err}', file=sys.stderr)
-        print('Nothing was created or renamed.', file=sys.stderr)
-        sys.exit(2)
+    from facd_basicsr.host.startup import run_checked
+    run_checked(train_pipeline)
 
 
 if __name__ == '__main__':

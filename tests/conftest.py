@@ -30,6 +30,26 @@ def run_dir(sample_root, tmp_path):
     return tmp_path
 
 
+TINY_FACD_OPT = osp.join(REPO_ROOT, 'options', 'tiny', 'train_FACD_tiny_x2.yml')
+
+
+@pytest.fixture(scope='module')
+def work(sample_root, tmp_path_factory):
+    """A working directory with the sample datasets and the tiny FACD option file's teacher (random weights)."""
+    import torch
+    import yaml
+    from basicsr.archs import build_network
+    root = tmp_path_factory.mktemp('work')
+    os.symlink(sample_root / 'datasets', root / 'datasets')
+    with open(TINY_FACD_OPT) as f:
+        opt = yaml.safe_load(f)
+    teacher = root / opt['path']['pretrain_network_t']
+    teacher.parent.mkdir(parents=True)
+    torch.manual_seed(0)
+    torch.save({'params': build_network(opt['network_t']).state_dict()}, teacher)
+    return root
+
+
 @pytest.fixture(scope='module')
 def one_thread():
     """One intra-op thread for a module of tiny-net tests: faster on a shared 2-core machine (restored after)."""

@@ -21,8 +21,6 @@ import time
 import lmdb
 import pytest
 import torch
-import yaml
-from basicsr.archs import build_network
 
 from conftest import REPO_ROOT, run_python
 
@@ -33,20 +31,6 @@ FAST = ['logger:print_freq=1', 'logger:use_tb_logger=false', 'distill:teacher_ch
         'datasets:train:batch_size_per_gpu=4', 'datasets:train:gt_size=32', 'datasets:train:dataset_enlarge_ratio=50']
 WITH_VAL = ['val:val_freq=2']  # validation between steps must not change the training's random states
 NO_VAL = ['val=~']
-
-
-@pytest.fixture(scope='module')
-def work(sample_root, tmp_path_factory):
-    """A working directory with the sample datasets and the tiny option file's teacher (random weights)."""
-    root = tmp_path_factory.mktemp('faults_training')
-    os.symlink(sample_root / 'datasets', root / 'datasets')
-    with open(OPT) as f:
-        opt = yaml.safe_load(f)
-    teacher = root / opt['path']['pretrain_network_t']
-    teacher.parent.mkdir(parents=True)
-    torch.manual_seed(0)
-    torch.save({'params': build_network(opt['network_t']).state_dict()}, teacher)
-    return root
 
 
 def args(name, total_iter, *force, auto_resume=False):

@@ -5,10 +5,7 @@ import os
 import os.path as osp
 import zipfile
 
-import pytest
 import torch
-import yaml
-from basicsr.archs import build_network
 
 from conftest import REPO_ROOT, run_python
 
@@ -18,19 +15,6 @@ FACD_OPT = osp.join(REPO_ROOT, 'options', 'tiny', 'train_FACD_tiny_x2.yml')
 FAST = ['logger:print_freq=1', 'logger:use_tb_logger=false', 'val=~', 'datasets:train:batch_size_per_gpu=4',
         'datasets:train:gt_size=32', 'logger:save_checkpoint_freq=2', 'datasets:train:dataset_enlarge_ratio=50']
 ENV = {'OMP_NUM_THREADS': '1'}
-
-
-@pytest.fixture(scope='module')
-def work(sample_root, tmp_path_factory):
-    root = tmp_path_factory.mktemp('robust')
-    os.symlink(sample_root / 'datasets', root / 'datasets')
-    with open(FACD_OPT) as f:
-        opt = yaml.safe_load(f)
-    teacher = root / opt['path']['pretrain_network_t']
-    teacher.parent.mkdir(parents=True)
-    torch.manual_seed(0)
-    torch.save({'params': build_network(opt['network_t']).state_dict()}, teacher)
-    return root
 
 
 def train(work, opt, name, total_iter, *force, auto_resume=False):

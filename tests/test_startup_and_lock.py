@@ -9,11 +9,6 @@ import subprocess
 import sys
 import time
 
-import pytest
-import torch
-import yaml
-from basicsr.archs import build_network
-
 from conftest import REPO_ROOT, run_python
 
 TRAIN = osp.join(REPO_ROOT, 'facd_basicsr', 'train.py')
@@ -22,20 +17,6 @@ OPT = osp.join(REPO_ROOT, 'options', 'tiny', 'train_FACD_tiny_x2.yml')
 FAST = ['logger:print_freq=1', 'logger:use_tb_logger=false', 'distill:teacher_check=false', 'val=~',
         'datasets:train:batch_size_per_gpu=2', 'datasets:train:gt_size=32', 'logger:save_checkpoint_freq=2']
 ENV = {'OMP_NUM_THREADS': '1'}
-
-
-@pytest.fixture(scope='module')
-def work(sample_root, tmp_path_factory):
-    """A working directory with the sample datasets and the tiny option file's teacher (random weights)."""
-    root = tmp_path_factory.mktemp('startup')
-    os.symlink(sample_root / 'datasets', root / 'datasets')
-    with open(OPT) as f:
-        opt = yaml.safe_load(f)
-    teacher = root / opt['path']['pretrain_network_t']
-    teacher.parent.mkdir(parents=True)
-    torch.manual_seed(0)
-    torch.save({'params': build_network(opt['network_t']).state_dict()}, teacher)
-    return root
 
 
 def train_args(name, total_iter, *force, opt=OPT):

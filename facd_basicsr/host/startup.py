@@ -18,9 +18,11 @@ import copy
 import difflib
 import glob
 import logging
+import os
 import os.path as osp
+import sys
 import tempfile
-from typing import List, Optional, Sequence
+from typing import Callable, List, Optional, Sequence
 
 import torch
 import yaml
@@ -196,3 +198,15 @@ def check_after_parsing(opt: dict) -> None:
         build_in_scratch_folder(opt)
     except Exception as err:  # noqa: B902  (any failure of the model's start-up, reported as one line)
         raise StartupError(f'{type(err).__name__}: {err}') from err
+
+
+def run_checked(pipeline: Callable[[str], None]) -> None:
+    """Our entry points: the option file read safely (whatever its model), then BasicSR's ``pipeline`` in the current
+    folder; a failed start-up check is one ``error:`` line on stderr and exit status 2."""
+    try:
+        check_before_parsing(*option_arguments(sys.argv[1:]))
+        pipeline(os.getcwd())
+    except StartupError as err:
+        print(f'error: {err}', file=sys.stderr)
+        print('Nothing was created or renamed.', file=sys.stderr)
+        sys.exit(2)
