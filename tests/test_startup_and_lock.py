@@ -129,3 +129,11 @@ def test_a_run_whose_folder_is_moved_away_stops_at_its_next_save(work):
     err = (work / 'moved.log').read_text()
     assert 'RunFolderError' in err and 'is no longer this run\'s folder' in err, err[-3000:]
     assert not osp.exists(work / 'experiments' / 'moved')  # it wrote nothing into a new folder of that name
+
+
+def test_dataloader_workers_are_capped_at_the_usable_cores():
+    from facd_basicsr.host.startup import cap_workers
+    opt = {'datasets': {'train': {'num_worker_per_gpu': 6}, 'val': {'num_worker_per_gpu': 1}}}
+    assert cap_workers(opt, 2) == ['datasets.train.num_worker_per_gpu: 6 -> 2 (the CPU cores this process may use)']
+    assert opt['datasets']['train']['num_worker_per_gpu'] == 2 and opt['datasets']['val']['num_worker_per_gpu'] == 1
+    assert cap_workers(opt, 2) == []

@@ -8,8 +8,9 @@ GPU asked for on a CPU machine) has already moved the earlier run's folder away.
 * :func:`check_before_parsing`: the option file is read with the safe loader (a tag that would construct a Python
   object is refused, nothing runs), and every ``--force_yml`` entry names keys that exist;
 * :func:`check_after_parsing`: top-level and ``train:`` keys that neither BasicSR nor we read (with close matches),
-  the devices asked for, the data paths, no live run in the folder (:mod:`facd_basicsr.host.run_lock`), and, for a
-  fresh start, the model itself built once in a scratch folder (teacher, taps, adapters, teacher check).
+  the devices asked for, the data paths (and dataloader workers capped at the usable cores), no live run in the
+  folder (:mod:`facd_basicsr.host.run_lock`), and, for a fresh start, the model itself built once in a scratch
+  folder (teacher, taps, adapters, teacher check).
 
 Each failure is one :class:`StartupError` naming the key, the file or the folder; our entry points print it as one
 ``error:`` line and exit 2, and nothing in ``experiments/``, ``results/`` or ``tb_logger/`` was touched.
@@ -140,6 +141,24 @@ def check_data_paths(opt: dict) -> None:
                                        f'folder the run starts in; facd-prepare --check lists what is ready)')
 
 
+def cap_workers(opt: dict, cores: int) -> List[str]:
+    """Lower every ``num_worker_per_gpu`` above ``cores`` to ``cores`` (a recipe's 6 workers on a 2-core machine only
+    oversubscribe it, and torch warns); returns one note per change, for the log."""
+    notes = []
+    for phase, dataset in (opt.get('datasets') or {}).items():
+        workers = (dataset or {}).get('num_worker_per_gpu')
+        if isinstance(workers, int) and not isinstance(workers, bool) and workers > cores:
+            dataset['num_worker_per_gpu'] = cores
+            notes.append(f'datasets.{phase}.num_worker_per_gpu: {workers} -> {cores} (the CPU cores this process may '
+                         'use)')
+    return notes
+
+
+def usable_cores() -> int:
+    """CPU cores this process may run on."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else (os.cpu_count() or 1)
+
+
 def run_folder(opt: dict) -> str:
     """``experiments/<name>`` of a training run, ``results/<name>`` of a test run."""
     return opt['path']['experiments_root' if opt.get('is_train') else 'results_root']
@@ -187,6 +206,8 @@ def check_after_parsing(opt: dict) -> None:
     check_keys(opt)
     check_devices(opt)
     check_data_paths(opt)
+    for note in cap_workers(opt, usable_cores()):
+        print(f'note: {note}', file=sys.stderr)
     if opt.get('rank', 0) == 0:
         try:
             check_not_held(run_folder(opt))
