@@ -19,8 +19,9 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Mapping, Optional
 
 import yaml
-from basicsr.utils.options import ordered_yaml
 from tqdm import tqdm
+
+from facd_basicsr.host.option_file import load_option_file
 
 REPO_ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 TRAIN_ENTRY = osp.join(REPO_ROOT, 'facd_basicsr', 'train.py')
@@ -29,11 +30,10 @@ _ITER_RE = re.compile(r'iter:\s*([\d,]+), lr:')
 
 
 def load_options(path: str) -> dict:
-    """An option file as a plain dict (``!!float`` and ``~`` resolved as BasicSR reads them)."""
+    """An option file as a plain dict (``!!float`` and ``~`` resolved as BasicSR reads them), read safely."""
     if not osp.isfile(path):
         raise FileNotFoundError(f'option file {path} does not exist')
-    with open(path) as f:
-        return _plain(yaml.load(f, Loader=ordered_yaml()[0]))
+    return _plain(load_option_file(path))
 
 
 def _plain(value: Any) -> Any:
