@@ -224,8 +224,10 @@ def check_after_parsing(opt: dict) -> None:
 def run_checked(pipeline: Callable[[str], None]) -> None:
     """Our entry points: the option file read safely (whatever its model), then BasicSR's ``pipeline`` in the current
     folder; a failed start-up check is one ``error:`` line on stderr and exit status 2."""
+    path, force_yml = option_arguments(sys.argv[1:])
     try:
-        check_before_parsing(*option_arguments(sys.argv[1:]))
+        if path is not None:  # without -opt, BasicSR's own parser answers (--help, or its usage error)
+            check_before_parsing(path, force_yml)
         pipeline(os.getcwd())
     except StartupError as err:
         print(f'error: {err}', file=sys.stderr)
