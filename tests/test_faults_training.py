@@ -75,6 +75,30 @@ def copy_experiment(work, src, name):
     return dst
 
 
+def to_previous_layout(folder, iteration):
+    """Rewrite a checkpoint as the previous layout saved it: the run state inside ``net_adapter_<iter>.pth``
+    (``params``, ``teacher``, ``student_runtime``, ``data_order``), none in ``<iter>.state``."""
+    state_path = osp.join(folder, 'training_states', f'{iteration}.state')
+    state = torch.load(state_path, weights_only=True)
+    run_state = state.pop('run_state')
+    adapter_path = osp.join(folder, 'models', f'net_adapter_{iteration}.pth')
+    params = torch.load(adapter_path, weights_only=True)['params']
+    torch.save({'params': params, 'teacher': run_state['teacher'], 'student_runtime': run_state['student_runtime'],
+                'data_order': run_state['data_order']}, adapter_path)
+    torch.save(state, state_path)
+
+
+def test_a_checkpoint_of_the_previous_layout_resumes_bit_identically(work, straight, stopped_at_3):
+    """Run state in the adapter file, none in the .state (as saved before issue 28): 3 + 3 still equal 6 straight."""
+    exp = copy_experiment(work, stopped_at_3, 'old_layout_w0')
+    to_previous_layout(exp, 3)
+    assert 'run_state' not in torch.load(osp.join(exp, 'training_states', '3.state'), weights_only=True)
+    train(work, 'old_layout_w0', 6, 'logger:save_checkpoint_freq=3', *WITH_VAL, auto_resume=True)
+    assert_same_weights(net_g(work, 'old_layout_w0', 6), straight)
+    state = torch.load(osp.join(exp, 'training_states', '6.state'), weights_only=True)
+    assert state['run_state']['teacher']['sha256']  # saved in the new layout from then on
+
+
 class Payload:
     """Unpickling this creates the marker file (what a planted .state could do with any code)."""
 

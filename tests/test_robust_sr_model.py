@@ -1,6 +1,6 @@
 """RobustSRModel trains a stock SRModel option file with only ``model_type`` changed: the same checkpoints as
-SRModel's, and an exact resume. FACD runs saved by the previous layout (run state in ``net_adapter_<iter>.pth``)
-still resume. Subprocesses of facd_basicsr/train.py on the tiny x2 option files, CPU."""
+SRModel's, and an exact resume (subprocesses of facd_basicsr/train.py on the tiny x2 option file, CPU). FACD runs
+saved by the previous layout: tests/test_faults_training.py."""
 import os
 import os.path as osp
 import zipfile
@@ -11,7 +11,6 @@ from conftest import REPO_ROOT, run_python
 
 TRAIN = osp.join(REPO_ROOT, 'facd_basicsr', 'train.py')
 SR_OPT = osp.join(REPO_ROOT, 'options', 'tiny', 'train_teacher_tiny_x2.yml')  # a stock SRModel EDSR file
-FACD_OPT = osp.join(REPO_ROOT, 'options', 'tiny', 'train_FACD_tiny_x2.yml')
 FAST = ['logger:print_freq=1', 'logger:use_tb_logger=false', 'val=~', 'datasets:train:batch_size_per_gpu=4',
         'datasets:train:gt_size=32', 'logger:save_checkpoint_freq=2', 'datasets:train:dataset_enlarge_ratio=50']
 ENV = {'OMP_NUM_THREADS': '1'}
@@ -50,29 +49,3 @@ def test_robust_sr_model_writes_srmodel_checkpoints_and_resumes_exactly(work):
     resumed, straight = net_g(robust, 4), net_g(stock, 4)
     assert all(torch.equal(resumed[k], straight[k]) for k in straight)
     assert sorted(os.listdir(osp.join(robust, 'models'))) == sorted(os.listdir(osp.join(stock, 'models')))
-
-
-def to_previous_layout(folder, iteration):
-    """Rewrite a checkpoint as the previous layout saved it: the run state inside ``net_adapter_<iter>.pth``
-    (``params``, ``teacher``, ``student_runtime``, ``data_order``), none in ``<iter>.state``."""
-    state_path = osp.join(folder, 'training_states', f'{iteration}.state')
-    state = torch.load(state_path, weights_only=True)
-    run_state = state.pop('run_state')
-    adapter_path = osp.join(folder, 'models', f'net_adapter_{iteration}.pth')
-    params = torch.load(adapter_path, weights_only=True)['params']
-    torch.save({'params': params, 'teacher': run_state['teacher'], 'student_runtime': run_state['student_runtime'],
-                'data_order': run_state['data_order']}, adapter_path)
-    torch.save(state, state_path)
-
-
-def test_a_run_saved_by_the_previous_layout_resumes_exactly(work):
-    force = ['distill:teacher_check=false']
-    straight = train(work, FACD_OPT, 'facd_straight', 4, *force)
-    old = train(work, FACD_OPT, 'facd_old_layout', 2, *force)
-    to_previous_layout(old, 2)
-    assert 'run_state' not in torch.load(osp.join(old, 'training_states', '2.state'), weights_only=True)
-    train(work, FACD_OPT, 'facd_old_layout', 4, *force, auto_resume=True)
-    resumed, expected = net_g(old, 4), net_g(straight, 4)
-    assert all(torch.equal(resumed[k], expected[k]) for k in expected)
-    state = torch.load(osp.join(old, 'training_states', '4.state'), weights_only=True)
-    assert state['run_state']['teacher']['sha256']  # saved in the new layout from then on

@@ -10,6 +10,7 @@ import sys
 import time
 
 import pytest
+import torch
 
 from conftest import REPO_ROOT, run_python
 
@@ -36,15 +37,16 @@ def error_lines(result):
 
 
 def test_a_failed_start_touches_nothing_that_exists_and_a_stale_lock_does_not_block_a_resume(work):
-    """A finished run; two failing restarts with its name (missing teacher, GPU on a CPU) change no file; then a
-    stale lock (a PID that is gone) in its folder does not block --auto_resume."""
+    """A finished run; two failing restarts with its name (a missing teacher; a GPU asked for on a CPU, or a
+    misspelled key on a GPU machine) change no file; then a stale lock (a PID that is gone) does not block a resume."""
     done = run_python(train_args('kept', 2), work, ENV)
     assert done.returncode == 0, done.stderr[-3000:]
     before = folder_digest(work / 'experiments')
-    failures = [
-        (['path:pretrain_network_t=missing/teacher.pth'], "FileNotFoundError: path.pretrain_network_t: "),
-        (['num_gpu=1'], 'num_gpu: 1, but this machine has 0 usable GPU(s): set num_gpu: auto'),
-    ]
+    failures = [(['path:pretrain_network_t=missing/teacher.pth'], "FileNotFoundError: path.pretrain_network_t: ")]
+    if not torch.cuda.is_available():
+        failures.append((['num_gpu=1'], 'num_gpu: 1, but this machine has 0 usable GPU(s): set num_gpu: auto'))
+    else:
+        failures.append((['train:ema_dcay=0'], "train: unknown option(s) 'ema_dcay' (did you mean 'ema_decay'?)"))
     for force, message in failures:
         result = run_python(train_args('kept', 2, *force), work, ENV)
         assert result.returncode == 2, result.stderr[-3000:]
