@@ -37,16 +37,12 @@ def error_lines(result):
 
 
 def test_a_failed_start_touches_nothing_that_exists_and_a_stale_lock_does_not_block_a_resume(work):
-    """A finished run; two failing restarts with its name (a missing teacher; a GPU asked for on a CPU, or a
-    misspelled key on a GPU machine) change no file; then a stale lock (a PID that is gone) does not block a resume."""
+    """A finished run; a failing restart with its name (a missing teacher: the model's own start-up check) changes
+    no file; then a stale lock (a PID that is gone) does not block a resume."""
     done = run_python(train_args('kept', 2), work, ENV)
     assert done.returncode == 0, done.stderr[-3000:]
     before = folder_digest(work / 'experiments')
     failures = [(['path:pretrain_network_t=missing/teacher.pth'], "FileNotFoundError: path.pretrain_network_t: ")]
-    if not torch.cuda.is_available():
-        failures.append((['num_gpu=1'], 'num_gpu: 1, but this machine has 0 usable GPU(s): set num_gpu: auto'))
-    else:
-        failures.append((['train:ema_dcay=0'], "train: unknown option(s) 'ema_dcay' (did you mean 'ema_decay'?)"))
     for force, message in failures:
         result = run_python(train_args('kept', 2, *force), work, ENV)
         assert result.returncode == 2, result.stderr[-3000:]
@@ -66,9 +62,15 @@ def test_a_failed_start_touches_nothing_that_exists_and_a_stale_lock_does_not_bl
     assert (folder / 'models' / 'net_g_4.pth').exists()
 
 
-def test_key_typos_and_force_yml_into_missing_sections_are_one_error_each(tmp_path):
-    """In-process: what the entry point prints for a misspelled train: key and a --force_yml into a missing section."""
-    from facd_basicsr.host.startup import StartupError, check_before_parsing, check_keys
+def test_key_typos_force_yml_into_missing_sections_and_absent_gpus_are_one_error_each(tmp_path):
+    """In-process: what the entry point prints for a misspelled key, a --force_yml into a missing section, and a GPU
+    asked for that the machine does not have."""
+    from facd_basicsr.host.startup import StartupError, check_before_parsing, check_devices, check_keys
+    have = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    with pytest.raises(StartupError, match=f'num_gpu: {have + 1}, but this machine has {have} usable GPU\\(s\\): set '
+                       'num_gpu: auto'):
+        check_devices({'num_gpu': have + 1, 'datasets': {}})
+    check_devices({'num_gpu': have, 'datasets': {}})
     with pytest.raises(StartupError, match=r"train: unknown option\(s\) 'ema_dcay' \(did you mean 'ema_decay'\?\)"):
         check_keys({'is_train': True, 'name': 'x', 'train': {'ema_dcay': 0}})
     with pytest.raises(StartupError, match=r"the option file: unknown option\(s\) 'trian' \(did you mean 'train'"):
