@@ -18,6 +18,7 @@ from basicsr.archs import build_network
 
 from facd_basicsr.distill.gate import patch_luma_std
 from facd_basicsr.distill.gate_log import read_gate_log
+from facd_basicsr.distill.teacher_init import sliced_state
 from facd_basicsr.host.checkpoint import fingerprint, read_state_dict
 from facd_basicsr.tools.bicubic import bicubic_upscale
 from facd_basicsr.tools.common import load_network
@@ -27,7 +28,6 @@ from facd_study.experiment import (DELETE, REPO_ROOT, TrainJob, is_trained, late
 from facd_study.sample_data import GREY_PHOTOS, SKLEARN_PHOTOS
 from facd_study.scoring import (colour_offsets, format_mean_std, markdown_table, mean_scores, read_pairs, score_outputs,
                                 seed_values, split_scores)
-from facd_study.teacher_slice import sliced_state
 
 SPLITS = ('select', 'report')
 ALWAYS = {'distill.gate': {'mode': 'always'}}
@@ -445,7 +445,7 @@ def sliced_teacher_weights(scale: StudyScale) -> str:
 
 
 def write_sliced_teacher(scale: StudyScale) -> str:
-    """Cut the student's initial weights out of the trained teacher of ``scale`` (see facd_study/teacher_slice.py)."""
+    """Cut the student's initial weights out of the trained teacher of ``scale`` (distill/teacher_init.py)."""
     path = sliced_teacher_weights(scale)
     if not osp.isfile(teacher_weights(scale)):
         raise FileNotFoundError(f'{teacher_weights(scale)} is missing: train the teacher first '
@@ -454,7 +454,6 @@ def write_sliced_teacher(scale: StudyScale) -> str:
     student_opt = load_options(scale.bases['scratch'])['network_g']
     teacher_state = read_state_dict(teacher_weights(scale), 'params', f'the {scale.name} study teacher')
     student_state = build_network(dict(student_opt)).state_dict()
-    state = sliced_state(teacher_state, student_state, teacher_opt['num_block'], student_opt['num_block'],
-                         teacher_opt.get('res_scale', 1) / student_opt.get('res_scale', 1))
+    state = sliced_state(teacher_state, student_state, student_opt, teacher_opt)
     torch.save({'params': state}, path)
     return path

@@ -8,9 +8,9 @@ from basicsr.archs import build_network
 from basicsr.models import build_model
 
 from facd_basicsr.distill.gate import gate_options
+from facd_basicsr.distill.teacher_init import sliced_state, teacher_block
 from facd_study.ablation import TINY, X4, Row
 from facd_study.study_rows import X4_GROUPS, X4_PREFIX, x4_registry
-from facd_study.teacher_slice import sliced_state, teacher_block
 
 ROWS = x4_registry()
 
@@ -89,7 +89,8 @@ def test_sliced_state_cuts_leading_channels_and_rescales_the_residual():
     student = build_network({'type': 'EDSR', 'num_in_ch': 3, 'num_out_ch': 3, 'num_feat': 4, 'num_block': 2,
                              'upscale': 4, 'res_scale': 1})
     t = teacher.state_dict()
-    state = sliced_state(t, student.state_dict(), 4, 2, 0.1)
+    edsr = {'type': 'EDSR', 'res_scale': 1}
+    state = sliced_state(t, student.state_dict(), dict(edsr, num_block=2), dict(edsr, num_block=4, res_scale=0.1))
     student.load_state_dict(state, strict=True)
     assert torch.equal(state['conv_first.weight'], t['conv_first.weight'][:4])
     assert torch.equal(state['body.1.conv1.weight'], t['body.3.conv1.weight'][:4, :4])
@@ -97,7 +98,7 @@ def test_sliced_state_cuts_leading_channels_and_rescales_the_residual():
     assert torch.equal(state['upsample.0.weight'], t['upsample.0.weight'][:16, :4])  # 4 sub-pixels x 4 features
     assert torch.equal(state['conv_last.weight'], t['conv_last.weight'][:, :4])
     with pytest.raises(ValueError, match='cannot be cut'):
-        sliced_state(student.state_dict(), teacher.state_dict(), 2, 4, 1.)
+        sliced_state(student.state_dict(), teacher.state_dict(), dict(edsr, num_block=4), dict(edsr, num_block=2))
 
 
 def test_every_feature_loss_of_both_scales_builds():
