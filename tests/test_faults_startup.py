@@ -19,7 +19,7 @@ from basicsr.data import build_dataset
 from basicsr.models import build_model
 
 from facd_basicsr.host.data_errors import DataRecordError
-from facd_basicsr.host.nonfinite import NonFiniteWeightsError
+from facd_basicsr.host.nonfinite import NonFiniteLossError, NonFiniteWeightsError
 from facd_basicsr.host.run_guards import install_run_guards
 from facd_basicsr.tools import install_into_basicsr as installer
 
@@ -99,6 +99,41 @@ def test_skip_mode_skips_the_non_finite_step_and_leaves_the_weights(tmp_path):
     skipped = [m for m in collect.messages if 'step skipped (train.nonfinite: skip)' in m]
     assert len(skipped) == 2 and skipped[0].startswith('iteration 2: non-finite loss (l_pix = nan')
     assert "lq_path ['photo1_0', 'photo1_1', 'photo1_2', 'photo1_3']" in skipped[0]
+
+
+def test_skip_mode_stops_a_run_after_the_limit_of_skipped_steps_in_a_row(tmp_path):
+    """lr 1e30: step 1 finite, steps 2-4 non-finite; with train.nonfinite_skip_limit 3 step 4 stops the run."""
+    opt = make_opt(tmp_path)
+    opt['train'].update(optim_g=dict(opt['train']['optim_g'], lr=1e30), nonfinite='skip', nonfinite_skip_limit=3)
+    model = build_model(opt)
+    batches = photo_batches(4)
+    for i, batch in enumerate(batches[:3]):
+        model.feed_data(batch)
+        model.optimize_parameters(i + 1)
+    model.feed_data(batches[3])
+    with pytest.raises(NonFiniteLossError, match=re.escape(
+            'iteration 4: 3 steps in a row had a non-finite loss and were skipped (train.nonfinite_skip_limit: 3): '
+            'the run has diverged. train.nonfinite: skip skipped 3 step(s) in this run.')):
+        model.optimize_parameters(4)
+
+
+def test_no_checkpoint_of_a_student_whose_output_is_not_finite(tmp_path):
+    """lr 1e30: after step 1 the weights are finite (~1e30) but the output is not: the checkpoint is refused."""
+    opt = make_opt(tmp_path)
+    opt['train']['optim_g']['lr'] = 1e30
+    for key in ('models', 'training_states'):
+        os.makedirs(opt['path'][key])
+    model = build_model(opt)
+    batch = photo_batches(1)[0]
+    batch['lq_path'] = ['a', 'b', 'c', 'd']
+    model.feed_data(batch)
+    model.optimize_parameters(1)
+    assert all(torch.isfinite(v).all() for v in model.net_g.state_dict().values())
+    with pytest.raises(NonFiniteWeightsError, match=re.escape(
+            "iteration 1: not saving a checkpoint whose student gives a non-finite output on the current batch "
+            "lq_path ['a', 'b', 'c', 'd']")):
+        model.save(0, 1)
+    assert os.listdir(opt['path']['models']) == [] and os.listdir(opt['path']['training_states']) == []
 
 
 def test_no_checkpoint_is_written_when_the_weights_are_not_finite(tmp_path):
