@@ -21,7 +21,6 @@ A run of this model (or of a subclass, e.g. FACDModel) also gets the run guards 
 :mod:`facd_basicsr.host.run_guards`: data errors that name the dataset, the key and the file.
 """
 import os.path as osp
-import sys
 from collections import OrderedDict
 from typing import Optional
 
@@ -35,20 +34,12 @@ from facd_basicsr.host.checkpoint import CheckpointWriteError, atomic_torch_save
 from facd_basicsr.host.data_order import DataOrder, install_tracked_prefetchers, preserved_rng
 from facd_basicsr.host.nonfinite import NonFiniteSkips, check_output, check_step, check_weights, newest_checkpoint
 from facd_basicsr.host.resume import read_training_state
+from facd_basicsr.host.run_guards import training_modules
 from facd_basicsr.host.run_lock import RunLock
 from facd_basicsr.host.student_runtime import StudentRuntime, channels_last_option
 from facd_basicsr.host.train_options import check_training_options, nonfinite_options
 from facd_basicsr.host.window_pad import pad_to_multiple, window_multiple
 from facd_basicsr.registry import register_once
-
-TRAINING_MODULES = ('basicsr.train', '__main__')
-
-
-def training_modules() -> list:
-    """The loaded modules that define a ``train_pipeline`` (BasicSR's, or a checkout's ``basicsr/train.py`` run as
-    ``__main__``): one of them is building this model."""
-    modules = [sys.modules.get(name) for name in TRAINING_MODULES]
-    return [m for m in modules if m is not None and hasattr(m, 'train_pipeline') and hasattr(m, 'CPUPrefetcher')]
 
 
 @register_once(MODEL_REGISTRY)
@@ -91,11 +82,6 @@ class RobustSRModel(SRModel):
 
     def setup_extra_training(self) -> None:
         """Hook for subclasses: build what the optimizer and the EMA copy need. Nothing here."""
-
-    def resume_iter(self) -> Optional[int]:
-        """The iteration of ``path.resume_state`` (BasicSR sets it for ``--auto_resume``), None when not resuming."""
-        state_path = self.opt['path'].get('resume_state')
-        return read_training_state(state_path)['iter'] if state_path else None
 
     def read_run_state(self) -> dict:
         """The ``run_state`` saved in the ``.state`` being resumed ({} when not resuming); see :meth:`run_state`."""
