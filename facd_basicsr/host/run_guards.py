@@ -7,7 +7,9 @@ them, this module:
 * points the training module's ``load_resume_state`` at :func:`facd_basicsr.host.resume.load_resume_state`
   (weights-only, CPU-capable, never from an incomplete checkpoint);
 * installs the dataset guards of :mod:`facd_basicsr.host.data_errors` (errors that name the dataset, the key and the
-  file).
+  file);
+* logs through :class:`facd_basicsr.host.message_logger.FinalEtaMessageLogger` (no ``eta: -1 day`` on the last
+  iteration).
 
 Programs that run any other model see BasicSR's own functions. To give them the data guards anyway, call
 :func:`facd_basicsr.host.data_errors.install_dataset_guards` yourself.
@@ -18,6 +20,7 @@ from typing import Optional
 from basicsr.utils.registry import MODEL_REGISTRY
 
 from facd_basicsr.host.data_errors import install_dataset_guards
+from facd_basicsr.host.message_logger import FinalEtaMessageLogger
 from facd_basicsr.host.resume import cpu_capable, load_resume_state
 
 PIPELINE_MODULES = ('basicsr.train', 'basicsr.test', '__main__')
@@ -39,9 +42,11 @@ def training_modules() -> list:
 
 
 def patch_training_modules() -> None:
-    """Point every loaded module that defines ``train_pipeline`` at our ``load_resume_state``."""
+    """Point every loaded module that defines ``train_pipeline`` at our ``load_resume_state`` and log line."""
     for module in training_modules():
         module.load_resume_state = load_resume_state
+        if hasattr(module, 'MessageLogger'):
+            module.MessageLogger = FinalEtaMessageLogger
 
 
 def fix_cpu_resume() -> None:
