@@ -24,7 +24,7 @@ lint: $(STAMP)
 	$(VENV)/bin/isort --check-only --diff facd_basicsr facd_study scripts tests benchmarks
 
 test: lint
-	$(VENV)/bin/pytest -q tests
+	$(VENV)/bin/pytest -q --durations=15 tests
 
 format: $(STAMP)
 	$(VENV)/bin/isort facd_basicsr facd_study scripts tests benchmarks
