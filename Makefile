@@ -4,6 +4,8 @@ VENV := .venv
 VPY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.facd-installed
+# test files run in 2 processes of one torch thread each (2 cores; one file's tests stay in one process)
+TEST_WORKERS ?= 2
 
 .PHONY: test lint demo mini-table venv clean-venv format
 
@@ -11,11 +13,11 @@ venv: $(STAMP)
 
 # torch first (local files on our machines), then basicsr without build isolation so its sdist build does not
 # download a second torch, then this package in editable mode.
-$(STAMP): setup.py
+$(STAMP): setup.py Makefile
 	test -x $(VPY) || $(PY) -m venv $(VENV)
 	$(PIP) install -q torch==2.14.1 torchvision==0.29.1
 	$(PIP) install -q --no-build-isolation basicsr==1.4.2 lmdb pyyaml opencv-python numpy tb-nightly scikit-image scikit-learn tqdm \
-		pytest flake8 isort yapf onnx onnxruntime matplotlib safetensors spandrel==0.4.2
+		pytest pytest-xdist flake8 isort yapf onnx onnxruntime matplotlib safetensors spandrel==0.4.2
 	$(PIP) install -q --no-build-isolation --no-deps -e .
 	touch $(STAMP)
 
@@ -24,7 +26,7 @@ lint: $(STAMP)
 	$(VENV)/bin/isort --check-only --diff facd_basicsr facd_study scripts tests benchmarks
 
 test: lint
-	$(VENV)/bin/pytest -q --durations=15 tests
+	OMP_NUM_THREADS=1 $(VENV)/bin/pytest -q -n $(TEST_WORKERS) --dist loadfile --durations=15 tests
 
 format: $(STAMP)
 	$(VENV)/bin/isort facd_basicsr facd_study scripts tests benchmarks

@@ -41,7 +41,7 @@ setup(
         'safetensors',  # safetensors teachers (traiNNer-redux, HuggingFace) and facd-export --format safetensors
     ],
     extras_require={
-        'test': ['pytest', 'flake8', 'isort', 'yapf', 'safetensors', 'spandrel>=0.4.2,<0.5'],
+        'test': ['pytest', 'pytest-xdist', 'flake8', 'isort', 'yapf', 'safetensors', 'spandrel>=0.4.2,<0.5'],
         'export': ['onnx', 'onnxruntime', 'spandrel>=0.4.2,<0.5'],  # spandrel: facd-export checks its files with it
         'plot': ['matplotlib'],
         'study': ['matplotlib', 'scikit-learn'],  # the x4 study's training photos (scripts/study.py --scale x4)

@@ -98,8 +98,9 @@ def test_chunked_history_forward_gives_the_same_negatives(tmp_path):
         model = build(make_opt(tmp_path / str(chunk), HISTORY, history={'chunk': chunk}))
         torch.manual_seed(7)
         outs.append(model.history.negatives(lq))
-    for a, b in zip(*outs):
-        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    for a, b in zip(*outs):  # a batch of 1 and a batch of 5 may take other conv kernels: float32 noise, not more
+        assert a.abs().max() > 1e-2
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
 
 
 def _weights(model):
