@@ -217,9 +217,9 @@ X4_GATES = ({'mode': 'advantage_ramp', 'margin': 0., 'width': 4.}, {'mode': 'tex
 
 # issue 32 at x4. The shipped FACD's best weight here is 10 x the x2 one (3 against 0.3, docs/ablation.md 10.7), so
 # the history rows are registered at 10 x the x2 screen's weights; the confirmation runs the one at 10 x the screen's
-# best. X4_HISTORY_WEIGHT is a PLACEHOLDER (10 x the screen's middle weight) until the screen has picked its best.
+# best: w 0.01, the least harmful of three that all lose to FD (docs/ablation.md 11.1), so 0.1 here.
 X4_HISTORY_WEIGHTS = (1e-1, 3e-1, 1.)
-X4_HISTORY_WEIGHT = 3e-1
+X4_HISTORY_WEIGHT = 1e-1
 # distill.init_from_teacher, as the plugin reads it: under path, BasicSR's make_exp_dirs would makedirs(True)
 INIT_FROM_TEACHER = {'distill.init_from_teacher': True}
 
