@@ -152,6 +152,15 @@ def history_row(weight: float, scale: StudyScale = TINY) -> Row:
     return Row(row.key, row.label, row.base, dict(row.overrides, **{'distill.history': dict(HISTORY)}), scale)
 
 
+def centred_rows() -> list:
+    """FD-L2 at its best x2 weight and FACD as shipped with ``centre: true``: the feature loss compares maps after
+    removing each one's per-channel spatial mean, so it never pulls on a patch's flat colour (issue 32, item 4: FD and
+    FACD students render flat saturated colours worse than KD students, ``scripts/study.py --colour-probe``)."""
+    centre = {'train.feature_opt.centre': True}
+    return [variant(fd_row(3e-4, 'l2'), '_centred', ', centred maps', centre),
+            variant(facd_row(KNOB_WEIGHT, TEACHER_BETTER, distance='l2'), '_centred', ', centred maps', centre)]
+
+
 def registry() -> Dict[str, Row]:
     """Every row by key."""
     rows = baseline_rows()
@@ -162,6 +171,7 @@ def registry() -> Dict[str, Row]:
     rows += [facd_row(KNOB_WEIGHT, {'mode': 'teacher_better', 'margin': 0.}, distance='l2')]  # the adopted FACD
     rows += knob_rows(KNOB_WEIGHT) + negative_rows(KNOB_WEIGHT) + ramp_rows(KNOB_WEIGHT)
     rows += tap_rows() + budget_rows() + long_rows() + [history_row(w) for w in HISTORY_WEIGHTS]
+    rows += centred_rows()
     return {row.key: row for row in rows}
 
 
@@ -196,6 +206,8 @@ GROUPS = {
     # Teacher-slice init is left out at x2: tinit already reaches the teacher there.
     'screen': ('kd', 'fd_l2_w3e-4', 'facd_l2_w3e-1_teacher_better') + tuple(
         f'facd_l2_w{tag(w)}_history_teacher_better' for w in HISTORY_WEIGHTS),
+    # issue 32, item 4: the feature losses on centred maps, against the same rows uncentred
+    'colour': ('kd', 'fd_l2_w3e-4', 'facd_l2_w3e-1_teacher_better') + _keys(centred_rows()),
 }
 
 
@@ -269,5 +281,6 @@ X4_GROUPS = {
 # The rows a group's table gives paired differences to when --versus is not given (scripts/study.py).
 GROUP_VERSUS = {
     'screen': ('kd', 'fd_l2_w3e-4', 'facd_l2_w3e-1_teacher_better'),
+    'colour': ('kd', 'fd_l2_w3e-4', 'facd_l2_w3e-1_teacher_better'),
     'confirm': ('kd', 'fd_l2_w3e-5', 'facd_l2_w3e0_teacher_better', 'tinit'),
 }

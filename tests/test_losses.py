@@ -494,3 +494,40 @@ print(loss.item(), terms['tap0'].item(), model.net_adapter is not None, sorted(m
     # gate (1, 0), |1 - 0| = 1 per sample: tap0 = (1 + 0) / 2, loss = 2.0 * 0.5
     assert done.stdout.split()[:3] == ['1.0', '0.5', 'True']
     assert "'l_feat_tap0'" in done.stdout and "'l_feat_tap2'" in done.stdout
+
+
+# ---------------------------------------------------------------------------------------------- centre (issue 32)
+def test_centred_fd_matches_hand_values_and_ignores_a_flat_offset():
+    student = torch.tensor([1., 3.]).view(1, 1, 2, 1).requires_grad_()
+    teacher = torch.zeros(1, 1, 2, 1)
+    plain, _ = FeatureDistillLoss(criterion='l2')([student], [teacher])
+    centred, terms = FeatureDistillLoss(criterion='l2', centre=True)([student], [teacher])
+    assert float(plain.detach()) == pytest.approx(5.)  # ((1 - 0)^2 + (3 - 0)^2) / 2
+    assert float(centred) == pytest.approx(1.)  # centred [-1, 1] against [0, 0]
+    centred.backward()
+    assert student.grad.flatten().tolist() == pytest.approx([-1., 1.])  # d/ds of mean((s - mean s)^2): no flat pull
+    shifted, _ = FeatureDistillLoss(criterion='l2', centre=True)([student.detach() + 7.], [teacher])
+    assert float(shifted) == pytest.approx(1.)
+
+
+def test_centred_facd_ratio_ignores_per_channel_offsets_of_every_map():
+    torch.manual_seed(0)
+    anchor, teacher = torch.randn(4, 3, 5, 5), torch.randn(4, 3, 5, 5)
+    offsets = torch.randn(4, 3, 1, 1) * 10
+    loss = FACDContrastiveLoss(distance='l2', centre=True)
+    base, _ = loss([anchor], [teacher])
+    moved, _ = loss([anchor + offsets], [teacher - 2 * offsets])
+    assert float(moved) == pytest.approx(float(base), rel=1e-5)
+    uncentred, _ = FACDContrastiveLoss(distance='l2')([anchor + offsets], [teacher - 2 * offsets])
+    assert abs(float(uncentred) - float(base)) > 1e-2
+    history = FACDContrastiveLoss(distance='l2', centre=True, negatives='history')
+    negatives = torch.randn(5, 4, 3, 5, 5)
+    a, _ = history([anchor], [teacher], negative_feats=[negatives])
+    b, _ = history([anchor], [teacher], negative_feats=[negatives + torch.randn(5, 4, 3, 1, 1)])
+    assert float(a) == pytest.approx(float(b), rel=1e-5)
+
+
+@pytest.mark.parametrize('cls', [FeatureDistillLoss, FACDContrastiveLoss])
+def test_centre_must_be_a_boolean(cls):
+    with pytest.raises(ValueError, match=r"centre must be true or false, got 'false'"):
+        cls(centre='false')

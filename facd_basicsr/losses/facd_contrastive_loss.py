@@ -7,8 +7,8 @@ from basicsr.utils.registry import LOSS_REGISTRY
 from torch import Tensor
 
 from facd_basicsr.losses.contrastive_negatives import ContrastiveFeatureLoss, per_sample_mean
-from facd_basicsr.losses.feature_loss_util import (ShiftedL1Mean, channel_normalize, check_choice, shifted_mean,
-                                                   shifted_spread)
+from facd_basicsr.losses.feature_loss_util import (ShiftedL1Mean, centre_maps, channel_normalize, check_bool,
+                                                   check_choice, shifted_mean, shifted_spread)
 from facd_basicsr.registry import register_once
 
 _DISTANCES = ('l1', 'l2', 'cosine')
@@ -96,6 +96,7 @@ class FACDContrastiveLoss(ContrastiveFeatureLoss):
           num_negatives: ~        # K, ~ = batch size - 1 (degraded: 1; history: leave unset)
           eps: !!float 1e-6
           normalize: false        # unit C-vectors before the distance (l1 / l2 only)
+          centre: false           # subtract each map's per-channel spatial mean first
 
     Args:
         loss_weight (float): Global factor of the loss. Default: 1.0.
@@ -106,6 +107,9 @@ class FACDContrastiveLoss(ContrastiveFeatureLoss):
         eps (float): > 0, added to the ratio's denominator and to the norms of the cosine. Default: 1e-6.
         normalize (bool): Divide student and teacher C-vectors by their L2 norm (+ eps) at every position before an
             l1 or l2 distance. Default: False.
+        centre (bool): Subtract each map's (anchor, teacher, negatives) spatial mean per channel before any
+            normalisation and distance, so the loss never pulls on a patch's mean feature (its flat colour); our
+            option (docs/losses.md). Default: False.
         form (str): 'ratio' only: kept so that option files written for the one-class loss still load; the InfoNCE
             form is its own loss, ``FACDInfoNCELoss``. Default: 'ratio'.
 
@@ -123,7 +127,8 @@ class FACDContrastiveLoss(ContrastiveFeatureLoss):
                  negatives: str = 'batch',
                  eps: float = 1e-6,
                  normalize: bool = False,
-                 form: str = 'ratio') -> None:
+                 form: str = 'ratio',
+                 centre: bool = False) -> None:
         super().__init__(loss_weight, tap_weights, negatives, num_negatives, eps)
         if form != 'ratio':
             raise ValueError(f'form {form!r}: FACDContrastiveLoss is the ratio form; for InfoNCE use type: '
@@ -136,15 +141,19 @@ class FACDContrastiveLoss(ContrastiveFeatureLoss):
             raise ValueError('normalize does nothing with distance: cosine (cosine already divides the C-vectors by '
                              'their norms). Remove normalize from the options.')
         self.normalize = normalize
+        self.centre = check_bool('centre', centre)
 
     def extra_repr(self) -> str:
         return (f'loss_weight={self.loss_weight}, tap_weights={self.tap_weights}, distance={self.distance!r}, '
-                f'normalize={self.normalize}, negatives={self.negatives!r}, num_negatives={self.num_negatives}, '
-                f'eps={self.eps}')
+                f'normalize={self.normalize}, centre={self.centre}, negatives={self.negatives!r}, '
+                f'num_negatives={self.num_negatives}, eps={self.eps}')
 
     def tap_terms(self, anchor: Tensor, teacher: Tensor, negatives: Optional[Tensor],
                   shifts: Tuple[int, ...]) -> Tuple[Tensor, Tensor, Tensor]:
         """Per-sample ratio, d_pos and mean negative distance at one tap, each of shape (B, )."""
+        if self.centre:
+            anchor, teacher = centre_maps(anchor), centre_maps(teacher)
+            negatives = None if negatives is None else centre_maps(negatives)
         if self.normalize:
             anchor, teacher = channel_normalize(anchor, self.eps), channel_normalize(teacher, self.eps)
             if negatives is not None:

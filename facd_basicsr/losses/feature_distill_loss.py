@@ -5,8 +5,8 @@ from basicsr.utils.registry import LOSS_REGISTRY
 from torch import Tensor
 
 from facd_basicsr.losses.feature_loss_base import FeatureLoss
-from facd_basicsr.losses.feature_loss_util import (check_choice, check_features, check_number, check_tap_weights,
-                                                   reduce_taps, resolve_tap_weights)
+from facd_basicsr.losses.feature_loss_util import (centre_maps, check_bool, check_choice, check_features, check_number,
+                                                   check_tap_weights, reduce_taps, resolve_tap_weights)
 from facd_basicsr.registry import register_once
 
 _CRITERIA = ('l1', 'l2')
@@ -31,11 +31,14 @@ class FeatureDistillLoss(FeatureLoss):
           loss_weight: !!float 1e-1
           tap_weights: ~          # one weight per tap, ~ = all 1.0
           criterion: l1           # l1 | l2
+          centre: false           # subtract each map's per-channel spatial mean first
 
     Args:
         loss_weight (float): Global factor of the loss. Default: 1.0.
         tap_weights (Sequence[float] | None): Weight w_j of each tap; None gives 1.0 to every tap. Default: None.
         criterion (str): 'l1' | 'l2'. Default: 'l1'.
+        centre (bool): Compare the maps after subtracting each one's spatial mean per channel, so the loss never
+            pulls on a patch's mean feature (its flat colour); our option (docs/losses.md). Default: False.
     """
 
     uses_adapter = True
@@ -43,14 +46,17 @@ class FeatureDistillLoss(FeatureLoss):
     def __init__(self,
                  loss_weight: float = 1.0,
                  tap_weights: Optional[Sequence[float]] = None,
-                 criterion: str = 'l1') -> None:
+                 criterion: str = 'l1',
+                 centre: bool = False) -> None:
         super().__init__()
         self.loss_weight = check_number('loss_weight', loss_weight)
         self.tap_weights = check_tap_weights(tap_weights)
         self.criterion = check_choice('criterion', criterion, _CRITERIA)
+        self.centre = check_bool('centre', centre)
 
     def extra_repr(self) -> str:
-        return f'loss_weight={self.loss_weight}, tap_weights={self.tap_weights}, criterion={self.criterion!r}'
+        return (f'loss_weight={self.loss_weight}, tap_weights={self.tap_weights}, criterion={self.criterion!r}, '
+                f'centre={self.centre}')
 
     def forward(self,
                 student_feats: Sequence[Tensor],
@@ -75,6 +81,8 @@ class FeatureDistillLoss(FeatureLoss):
         per_tap = []
         for student, teacher in zip(student_feats, teacher_feats):
             diff = student - teacher.detach()
+            if self.centre:
+                diff = centre_maps(diff)  # = centred student - centred teacher
             per_tap.append((diff.abs() if self.criterion == 'l1' else diff.pow(2)).flatten(1).mean(1))
         loss, terms = reduce_taps(per_tap, weight, self.tap_weights, self.loss_weight)
         terms['d_pos'] = sum(p.detach().mean() for p in per_tap) / len(per_tap)

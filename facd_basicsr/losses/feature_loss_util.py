@@ -114,6 +114,18 @@ def channel_normalize(x: Tensor, eps: float) -> Tensor:
     return x / (x.norm(dim=1, keepdim=True) + eps)
 
 
+def centre_maps(x: Tensor) -> Tensor:
+    """Subtract each map's spatial mean per channel: (..., C, H, W) -> (..., C, H, W), every (H, W) plane mean 0."""
+    return x - x.mean(dim=(-2, -1), keepdim=True)
+
+
+def check_bool(name: str, value: object) -> bool:
+    """``value`` when it is a bool; else a ValueError naming ``name`` (YAML 'false' strings are not booleans)."""
+    if not isinstance(value, bool):
+        raise ValueError(f'{name} must be true or false, got {value!r}.')
+    return value
+
+
 def shift_pairs(batch: int, shift: int) -> Tuple[Tuple[slice, slice], Tuple[slice, slice]]:
     """Row slices pairing anchor i with teacher ``(i + shift) mod batch`` in two contiguous blocks (no copy)."""
     return (slice(0, batch - shift), slice(shift, batch)), (slice(batch - shift, batch), slice(0, shift))
