@@ -13,6 +13,7 @@ Usage (from the repository root):
     python scripts/study.py --scale x4 --teacher            # train (or continue) the x4 teacher, print its scores
     python scripts/study.py --scale x4 --group x4_baselines --versus scratch kd
     python scripts/study.py --negative-distance          # how near history negatives sit (picks their weights)
+    python scripts/study.py --colour-probe --group colour --seeds 0 1 2   # flat colours, held-out photos (issue 32)
     python scripts/study.py --group screen --seeds 0 1 2 3 4 5 6 7 8 9         # issue 32: the x2 screen
     python scripts/study.py --scale x4 --group confirm --seeds 0 1 2 3 4 --keep-weights
 
@@ -34,7 +35,8 @@ import facd_basicsr  # noqa: E402,F401  (compat alias before basicsr)
 from facd_basicsr.tools.common import build_arch, load_network  # noqa: E402
 from facd_study.ablation import (SCALES, crop_luma_std, reference_scores, report_markdown, score_rows,  # noqa: E402
                                  score_run, split_pairs, teacher_fingerprint, teacher_weights, train_rows)
-from facd_study.experiment import TrainJob, load_options, run_cache, run_jobs  # noqa: E402
+from facd_study.colour_probe import flat_summary, held_out_pairs, photo_summary  # noqa: E402
+from facd_study.experiment import TrainJob, latest_weights, load_options, run_cache, run_jobs  # noqa: E402
 from facd_study.kept_weights import keep_weights  # noqa: E402
 from facd_study.negative_distance import negative_distances, random_lr_crops  # noqa: E402
 from facd_study.study_rows import (GROUP_VERSUS, GROUPS, HISTORY, PREFIX, X4_GROUPS, X4_PREFIX, registry,  # noqa: E402
@@ -54,6 +56,10 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument('--negative-distance', action='store_true',
                         help='print how near same-patch noisy negatives (negatives: history) sit, against in-batch '
                         'negatives, in the teacher\'s tap features (random init until the teacher is trained)')
+    parser.add_argument('--colour-probe', action='store_true',
+                        help='do not train: render flat colours and held-out photos with the trained runs of the rows '
+                        'and seeds (and the teacher), print per run and per row how far colours move '
+                        '(facd_study/colour_probe.py)')
     parser.add_argument('--rows', nargs='+', default=[], help='row keys (added to the group)')
     parser.add_argument('--seeds', type=int, nargs='+', default=[0, 1, 2])
     parser.add_argument('--parallel', type=int, default=2, help='runs at once (default 2: one per core)')
@@ -125,6 +131,40 @@ def print_negative_distance(scale) -> None:
         print(f'{tap}: d_noise {noise:.4g}, d_batch {batch:.4g}, d_noise / d_batch {noise / batch:.4f}')
 
 
+def run_weights(name: str) -> str:
+    """``experiments/<name>/models/net_g_latest.pth``, else the run cache's copy (it may not exist)."""
+    local = latest_weights(name)
+    return local if osp.isfile(local) else osp.join(run_cache(), name, 'models', 'net_g_latest.pth')
+
+
+def print_colour_probe(scale, rows: list, seeds: list, prefix: str) -> None:
+    """Per run and per row: flat-colour error and held-out photos against bicubic (facd_study/colour_probe.py)."""
+    scale.build_data()
+    pairs = held_out_pairs(scale.scale)
+    print('bicubic PSNR-Y: ' + ', '.join(f'{name} {bicubic:.3f}' for name, (_, _, bicubic) in pairs.items()))
+    teacher_opt = load_options(scale.teacher_options)
+    runs = [('teacher', [(teacher_opt['name'], teacher_opt['network_g'])])]
+    runs += [(row.key, [(opt['name'], opt['network_g']) for opt in (row.options(s, prefix) for s in seeds)])
+             for row in rows]
+    print('| row | runs | flat-colour MAE | dark-green G error per run | held-out photos below bicubic | worst photo '
+          '(dB vs bicubic) | flower: dB vs bicubic, G offset per run |\n|:---|---:|---:|---:|---:|---:|---:|')
+    for key, named in runs:
+        found = [(load_network(network, run_weights(name)), name) for name, network in named
+                 if osp.isfile(run_weights(name))]
+        flats = [flat_summary(net) for net, _ in found]
+        photos = [photo_summary(net, pairs, scale.scale) for net, _ in found]
+        if not found:
+            print(f'| `{key}` | 0 | | | | | |')
+            continue
+        deltas = [(p[name]['vs_bicubic'], name) for p in photos for name in p]
+        worst = min(deltas)
+        print(f'| `{key}` | {len(found)} | {np.mean([f["flat_mae"] for f in flats]):.2f} | '
+              + ' / '.join(f'{f["dark_green_g"]:+.1f}' for f in flats)
+              + f' | {sum(d < 0 for d, _ in deltas)} of {len(deltas)} | {worst[0]:+.2f} ({worst[1]}) | '
+              + ' / '.join(f'{p["flower"]["vs_bicubic"]:+.2f}, {p["flower"]["g"]:+.1f}' for p in photos) + ' |',
+              flush=True)
+
+
 def main() -> None:
     args = parse_args()
     start = time.time()
@@ -146,6 +186,8 @@ def main() -> None:
     if unknown or not keys:
         raise KeyError(f'unknown or no row(s) {unknown}. Known: {", ".join(table)}')
     rows = [table[key] for key in keys]
+    if args.colour_probe:
+        return print_colour_probe(scale, rows, args.seeds, prefix)
     if not args.score_only:
         train_rows(rows, args.seeds, prefix, OUT, args.parallel)
     versus_keys = args.versus or list(GROUP_VERSUS.get(args.group, ('scratch', 'kd', 'fd_l1_w1e-2')))
