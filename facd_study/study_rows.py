@@ -161,6 +161,14 @@ def centred_rows() -> list:
             variant(facd_row(KNOB_WEIGHT, TEACHER_BETTER, distance='l2'), '_centred', ', centred maps', centre)]
 
 
+def body_tap_rows() -> list:
+    """FD-L2 at its best x2 weight on the two body taps only, without conv_after_body: that tap is the residual
+    branch before EDSR's global skip, whose other input (conv_first) differs between student and teacher, so
+    matching it may leave the student's colour to be repaired after the skip (issue 32, item 4)."""
+    body = {'distill.teacher_taps': ['body.3', 'body.7'], 'distill.student_taps': ['body.0', 'body.1']}
+    return [variant(fd_row(3e-4, 'l2'), '_bodytaps', ', body taps only (no conv_after_body)', body)]
+
+
 def registry() -> Dict[str, Row]:
     """Every row by key."""
     rows = baseline_rows()
@@ -171,7 +179,7 @@ def registry() -> Dict[str, Row]:
     rows += [facd_row(KNOB_WEIGHT, {'mode': 'teacher_better', 'margin': 0.}, distance='l2')]  # the adopted FACD
     rows += knob_rows(KNOB_WEIGHT) + negative_rows(KNOB_WEIGHT) + ramp_rows(KNOB_WEIGHT)
     rows += tap_rows() + budget_rows() + long_rows() + [history_row(w) for w in HISTORY_WEIGHTS]
-    rows += centred_rows()
+    rows += centred_rows() + body_tap_rows()
     return {row.key: row for row in rows}
 
 
@@ -207,7 +215,7 @@ GROUPS = {
     'screen': ('kd', 'fd_l2_w3e-4', 'facd_l2_w3e-1_teacher_better') + tuple(
         f'facd_l2_w{tag(w)}_history_teacher_better' for w in HISTORY_WEIGHTS),
     # issue 32, item 4: the feature losses on centred maps, against the same rows uncentred
-    'colour': ('kd', 'fd_l2_w3e-4', 'facd_l2_w3e-1_teacher_better') + _keys(centred_rows()),
+    'colour': ('kd', 'fd_l2_w3e-4', 'facd_l2_w3e-1_teacher_better') + _keys(centred_rows()) + _keys(body_tap_rows()),
 }
 
 
