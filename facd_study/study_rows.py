@@ -101,8 +101,8 @@ def ramp_rows(weight: float) -> list:
 
 
 def variant(row: Row, suffix: str, note: str, overrides: Mapping) -> Row:
-    """``row`` with more overrides; key ``row.key + suffix``, label ``row.label + note``."""
-    return Row(row.key + suffix, row.label + note, row.base, dict(row.overrides, **overrides))
+    """``row`` with more overrides; key ``row.key + suffix``, label ``row.label + note``; same scale."""
+    return Row(row.key + suffix, row.label + note, row.base, dict(row.overrides, **overrides), row.scale)
 
 
 def tap_rows() -> list:
@@ -270,7 +270,9 @@ def x4_registry() -> Dict[str, Row]:
     history = {w: logged(history_row(w, X4)) for w in X4_HISTORY_WEIGHTS}
     rows += list(history.values())
     facd = logged(facd_row(3., SHIPPED_GATE, scale=X4, distance='l2'))
-    rows += [init_row(row) for row in (logged(kd), facd, history[X4_HISTORY_WEIGHT])]
+    centred = variant(facd, '_centred', ', centred maps', {'train.feature_opt.centre': True})  # x2: 11.2
+    rows += [centred]
+    rows += [init_row(row) for row in (logged(kd), facd, history[X4_HISTORY_WEIGHT], centred)]
     return {row.key: row for row in rows}
 
 
@@ -284,7 +286,9 @@ X4_GROUPS = {
     # issue 32: 5 seeds (seeds 3 and 4 added to the rows recorded at 0-2)
     'confirm': ('kd', 'fd_l2_w3e-5', 'facd_l2_w3e0_teacher_better',
                 f'facd_l2_w{tag(X4_HISTORY_WEIGHT)}_history_teacher_better', 'tinit', 'tinit_kd',
-                'tinit_facd_l2_w3e0_teacher_better', f'tinit_facd_l2_w{tag(X4_HISTORY_WEIGHT)}_history_teacher_better'),
+                'tinit_facd_l2_w3e0_teacher_better', f'tinit_facd_l2_w{tag(X4_HISTORY_WEIGHT)}_history_teacher_better',
+                # added after the x2 screen's seeds 0-5, where FACD on centred maps beat KD and FD (ablation 11.2)
+                'facd_l2_w3e0_teacher_better_centred', 'tinit_facd_l2_w3e0_teacher_better_centred'),
 }
 # The rows a group's table gives paired differences to when --versus is not given (scripts/study.py).
 GROUP_VERSUS = {

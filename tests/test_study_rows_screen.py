@@ -210,8 +210,12 @@ def test_the_x4_confirm_group_adds_teacher_init_rows_and_keeps_the_old_tinit_row
     init = [key for key in keys if key.startswith('tinit_')]
     assert init == [
         'tinit_kd', 'tinit_facd_l2_w3e0_teacher_better',
-        f'tinit_facd_l2_w{tag(X4_HISTORY_WEIGHT)}_history_teacher_better'
+        f'tinit_facd_l2_w{tag(X4_HISTORY_WEIGHT)}_history_teacher_better', 'tinit_facd_l2_w3e0_teacher_better_centred'
     ]
+    centred = opts['facd_l2_w3e0_teacher_better_centred']
+    assert centred['train']['feature_opt'] == dict(
+        opts['facd_l2_w3e0_teacher_better']['train']['feature_opt'], centre=True)
+    assert centred['datasets'] == opts['facd_l2_w3e0_teacher_better']['datasets']  # an x4 row, not an x2 one
     for key in init:
         assert opts[key]['distill']['init_from_teacher'] is True and opts[key]['path']['pretrain_network_g'] is None
         assert 'init_from_teacher' not in opts[key]['path']  # BasicSR makes a folder of every other path value
