@@ -169,6 +169,12 @@ def body_tap_rows() -> list:
     return [variant(fd_row(3e-4, 'l2'), '_bodytaps', ', body taps only (no conv_after_body)', body)]
 
 
+def no_bias_rows() -> list:
+    """FD-L2 at its best x2 weight with adapters without bias: a linear adapter cannot absorb a constant offset
+    between student and teacher features (issue 32, item 4, the issue's first hypothesis)."""
+    return [variant(fd_row(3e-4, 'l2'), '_nobias', ', adapters without bias', {'distill.adapter.bias': False})]
+
+
 def registry() -> Dict[str, Row]:
     """Every row by key."""
     rows = baseline_rows()
@@ -179,7 +185,7 @@ def registry() -> Dict[str, Row]:
     rows += [facd_row(KNOB_WEIGHT, {'mode': 'teacher_better', 'margin': 0.}, distance='l2')]  # the adopted FACD
     rows += knob_rows(KNOB_WEIGHT) + negative_rows(KNOB_WEIGHT) + ramp_rows(KNOB_WEIGHT)
     rows += tap_rows() + budget_rows() + long_rows() + [history_row(w) for w in HISTORY_WEIGHTS]
-    rows += centred_rows() + body_tap_rows()
+    rows += centred_rows() + body_tap_rows() + no_bias_rows()
     return {row.key: row for row in rows}
 
 
@@ -214,8 +220,9 @@ GROUPS = {
     # Teacher-slice init is left out at x2: tinit already reaches the teacher there.
     'screen': ('kd', 'fd_l2_w3e-4', 'facd_l2_w3e-1_teacher_better') + tuple(
         f'facd_l2_w{tag(w)}_history_teacher_better' for w in HISTORY_WEIGHTS),
-    # issue 32, item 4: the feature losses on centred maps, against the same rows uncentred
-    'colour': ('kd', 'fd_l2_w3e-4', 'facd_l2_w3e-1_teacher_better') + _keys(centred_rows()) + _keys(body_tap_rows()),
+    # issue 32, item 4: candidate causes of the colour shift (centred maps, no last tap, no adapter bias)
+    'colour': ('kd', 'fd_l2_w3e-4', 'facd_l2_w3e-1_teacher_better') + _keys(centred_rows() + body_tap_rows() +
+                                                                            no_bias_rows()),
 }
 
 

@@ -55,6 +55,20 @@ def test_adapters_are_optimised_and_inferred_from_a_dry_run(tmp_path):
     assert any(not torch.equal(b, p) for b, p in zip(before, model.net_adapter.parameters()))
 
 
+def test_adapters_without_bias_are_linear_from_the_option_file(tmp_path):
+    opt = make_opt(tmp_path, FD)
+    opt['distill']['adapter'] = {'type': 'FACDAdapter', 'kind': 'conv1x1', 'bias': False}
+    model = build(opt)
+    assert all(a.body.bias is None for a in model.net_adapter.adapters)
+    feats = [torch.randn(2, 4, 6, 6) for _ in model.net_adapter.adapters]
+    mapped = model.net_adapter(feats)
+    doubled = model.net_adapter([2 * f for f in feats])
+    assert all(torch.allclose(2 * m, d, atol=1e-6) for m, d in zip(mapped, doubled))  # linear: no offset to absorb
+    step(model, photo_batches(1)[0])
+    with pytest.raises(ValueError, match="FACDAdapter bias must be true or false, got 'no'"):
+        build_network({'type': 'FACDAdapter', 'in_channels': 4, 'out_channels': 8, 'bias': 'no'})
+
+
 def test_total_loss_decreases(tmp_path):
     model = build(make_opt(tmp_path, FD))
     batch = photo_batches(1, batch_size=4)[0]

@@ -32,6 +32,8 @@ class FACDAdapter(nn.Module):
         hidden_channels (int | None): Width of 'conv_relu_conv'. Default: None (= out_channels).
         identity_init (bool): Start as the identity map when in_channels == out_channels ('conv1x1' and
             'conv3x3' only). Default: True.
+        bias (bool): Give the adapter's convolutions a bias; False makes the adapter linear, so it cannot absorb a
+            constant offset between student and teacher features. Default: True.
     """
 
     def __init__(self,
@@ -39,20 +41,24 @@ class FACDAdapter(nn.Module):
                  out_channels: int,
                  kind: str = 'conv1x1',
                  hidden_channels: Optional[int] = None,
-                 identity_init: bool = True) -> None:
+                 identity_init: bool = True,
+                 bias: bool = True) -> None:
         super().__init__()
         if kind not in ADAPTER_KINDS:
             raise ValueError(f'FACDAdapter kind {kind!r} is not supported. Supported kinds: {", ".join(ADAPTER_KINDS)}')
         if in_channels < 1 or out_channels < 1:
             raise ValueError(f'FACDAdapter channels must be positive, got {in_channels} -> {out_channels}')
         self.kind = kind
+        if not isinstance(bias, bool):
+            raise ValueError(f'FACDAdapter bias must be true or false, got {bias!r}')
         if kind == 'conv_relu_conv':
             hidden = hidden_channels or out_channels
             self.body = nn.Sequential(
-                nn.Conv2d(in_channels, hidden, 3, 1, 1), nn.ReLU(inplace=True), nn.Conv2d(hidden, out_channels, 1))
+                nn.Conv2d(in_channels, hidden, 3, 1, 1, bias=bias), nn.ReLU(inplace=True),
+                nn.Conv2d(hidden, out_channels, 1, bias=bias))
         else:
             kernel = 1 if kind == 'conv1x1' else 3
-            self.body = nn.Conv2d(in_channels, out_channels, kernel, 1, kernel // 2)
+            self.body = nn.Conv2d(in_channels, out_channels, kernel, 1, kernel // 2, bias=bias)
             if identity_init and in_channels == out_channels:
                 self._init_identity(self.body)
 
@@ -63,7 +69,8 @@ class FACDAdapter(nn.Module):
             centre = conv.kernel_size[0] // 2
             for c in range(conv.out_channels):
                 conv.weight[c, c, centre, centre] = 1.
-            conv.bias.zero_()
+            if conv.bias is not None:
+                conv.bias.zero_()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.body(x)
