@@ -16,12 +16,12 @@ from typing import Dict, Sequence
 
 import numpy as np
 import torch
-from basicsr.utils.matlab_functions import imresize
 from torch import nn
 
-from facd_basicsr.tools.prepare_bench import bicubic_lr
+from facd_basicsr.tools.bicubic import bicubic_lr, bicubic_upscale
 from facd_basicsr.tools.scoring import image_scores, upscale
 from facd_study.sample_data import load_photo, make_gt
+from facd_study.scoring import colour_offsets
 
 LEVELS = (0, 8, 24, 48, 96, 160, 224, 255)
 HELD_OUT_PHOTOS = ('china', 'flower', 'grace_hopper', 'camera')
@@ -67,22 +67,13 @@ def held_out_pairs(scale: int, photos: Sequence[str] = HELD_OUT_PHOTOS) -> Dict[
     for name in photos:
         gt = make_gt(load_photo(name), scale, None)
         lr = bicubic_lr(gt, scale)
-        pairs[name] = (lr, gt, image_scores(bicubic_up(lr, scale), gt, scale)['psnr'])
+        pairs[name] = (lr, gt, image_scores(bicubic_upscale(lr, scale), gt, scale)['psnr'])
     return pairs
-
-
-def bicubic_up(lr: np.ndarray, scale: int) -> np.ndarray:
-    """MATLAB-style bicubic up-scaling of a uint8 image (BasicSR's ``imresize``), back to uint8."""
-    return np.clip((imresize(lr.astype(np.float32) / 255., scale) * 255.).round(), 0, 255).astype(np.uint8)
 
 
 def photo_summary(net: nn.Module, pairs: Dict[str, tuple], scale: int) -> Dict[str, Dict[str, float]]:
     """Per photo: ``{'vs_bicubic': PSNR-Y - bicubic's, 'r', 'g', 'b': mean output - GT}`` (0-255)."""
-    found = {}
-    for name, (lr, gt, bicubic) in pairs.items():
-        sr = upscale(net, lr)
-        diff = (sr.astype(np.float64) - gt.astype(np.float64))[scale:-scale, scale:-scale]
-        blue, green, red = diff.reshape(-1, 3).mean(0)
-        found[name] = {'vs_bicubic': image_scores(sr, gt, scale)['psnr'] - bicubic, 'r': float(red),
-                       'g': float(green), 'b': float(blue)}
-    return found
+    outputs = {name: upscale(net, lr) for name, (lr, _, _) in pairs.items()}
+    offsets = colour_offsets(outputs, {name: (lr, gt) for name, (lr, gt, _) in pairs.items()}, scale)
+    return {name: dict(offsets[name], vs_bicubic=image_scores(outputs[name], gt, scale)['psnr'] - bicubic)
+            for name, (_, gt, bicubic) in pairs.items()}

@@ -1,5 +1,7 @@
 """Tiny FACD set-ups for the model tests: option dicts, teacher files and real-photo batches."""
+import contextlib
 import copy
+import logging
 import os
 import os.path as osp
 
@@ -88,3 +90,29 @@ def photo_batches(num_batches, batch_size=4, gt_size=32, seed=0):
             lqs.append(bicubic_lr(gt, 2))
         batches.append({'lq': bgr_to_tensor(lqs), 'gt': bgr_to_tensor(gts)})
     return batches
+
+
+class _Messages(logging.Handler):
+
+    def __init__(self):
+        super().__init__()
+        self.messages = []
+
+    def emit(self, record):
+        self.messages.append(record.getMessage())
+
+
+@contextlib.contextmanager
+def basicsr_log_messages(level=None):
+    """A list that collects the messages of BasicSR's ``basicsr`` logger inside the block; with ``level`` (e.g.
+    ``logging.INFO``, what a run's log file sets up) the logger's level meanwhile."""
+    logger, handler = logging.getLogger('basicsr'), _Messages()
+    before = logger.level
+    if level is not None:
+        logger.setLevel(level)
+    logger.addHandler(handler)
+    try:
+        yield handler.messages
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(before)

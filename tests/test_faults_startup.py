@@ -3,7 +3,6 @@
 Also ``facd-install --uninstall`` after the user edited an installed file, and a target that is not a checkout.
 """
 import hashlib
-import logging
 import os
 import os.path as osp
 import re
@@ -23,7 +22,7 @@ from facd_basicsr.host.nonfinite import NonFiniteLossError, NonFiniteWeightsErro
 from facd_basicsr.host.run_guards import install_run_guards
 from facd_basicsr.tools import install_into_basicsr as installer
 
-from model_helpers import make_opt, photo_batches
+from model_helpers import basicsr_log_messages, make_opt, photo_batches
 
 
 @pytest.fixture
@@ -70,23 +69,12 @@ def test_unknown_nonfinite_mode_fails_at_start_up(tmp_path):
         build_model(opt)
 
 
-class Collect(logging.Handler):
-    def __init__(self):
-        super().__init__()
-        self.messages = []
-
-    def emit(self, record):
-        self.messages.append(record.getMessage())
-
-
 def test_skip_mode_skips_the_non_finite_step_and_leaves_the_weights(tmp_path):
     opt = make_opt(tmp_path)
     opt['train']['optim_g']['lr'] = 1e30  # step 1 is finite and sends the weights to ~1e30; step 2 is NaN
     opt['train']['nonfinite'] = 'skip'
     model = build_model(opt)
-    collect = Collect()
-    logging.getLogger('basicsr').addHandler(collect)
-    try:
+    with basicsr_log_messages() as messages:
         for i, batch in enumerate(photo_batches(3)):
             batch['lq_path'] = [f'photo{i}_{j}' for j in range(4)]
             model.feed_data(batch)
@@ -94,9 +82,7 @@ def test_skip_mode_skips_the_non_finite_step_and_leaves_the_weights(tmp_path):
             model.optimize_parameters(i + 1)
             changed = any(not torch.equal(before[k], v) for k, v in model.net_g.state_dict().items())
             assert changed == (i == 0), i
-    finally:
-        logging.getLogger('basicsr').removeHandler(collect)
-    skipped = [m for m in collect.messages if 'step skipped (train.nonfinite: skip)' in m]
+    skipped = [m for m in messages if 'step skipped (train.nonfinite: skip)' in m]
     assert len(skipped) == 2 and skipped[0].startswith('iteration 2: non-finite loss (l_pix = nan')
     assert "lq_path ['photo1_0', 'photo1_1', 'photo1_2', 'photo1_3']" in skipped[0]
 

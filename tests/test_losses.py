@@ -531,3 +531,9 @@ def test_centred_facd_ratio_ignores_per_channel_offsets_of_every_map():
 def test_centre_must_be_a_boolean(cls):
     with pytest.raises(ValueError, match=r"centre must be true or false, got 'false'"):
         cls(centre='false')
+
+
+def test_normalize_must_be_a_boolean_whatever_the_distance():
+    for distance in ('l1', 'l2', 'cosine'):
+        with pytest.raises(ValueError, match=r"normalize must be true or false, got 'false'"):
+            FACDContrastiveLoss(distance=distance, normalize='false')

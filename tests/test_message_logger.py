@@ -4,35 +4,21 @@ import time
 
 import basicsr.train
 import pytest
-from basicsr.utils import MessageLogger, get_root_logger
+from basicsr.utils import MessageLogger
 
 import facd_basicsr  # noqa: F401
 from facd_basicsr.host.message_logger import FinalEtaMessageLogger
 from facd_basicsr.host.run_guards import install_run_guards
 
+from model_helpers import basicsr_log_messages
+
 OPT = {'name': 'eta_check', 'logger': {'print_freq': 1, 'use_tb_logger': False}, 'train': {'total_iter': 10}}
-
-
-class Lines(logging.Handler):
-
-    def __init__(self):
-        super().__init__()
-        self.lines = []
-
-    def emit(self, record):
-        self.lines.append(record.getMessage())
 
 
 @pytest.fixture
 def lines():
-    handler = Lines()
-    logger = get_root_logger()
-    level = logger.level
-    logger.setLevel(logging.INFO)  # what a run's log file sets up
-    logger.addHandler(handler)
-    yield handler.lines
-    logger.removeHandler(handler)
-    logger.setLevel(level)
+    with basicsr_log_messages(logging.INFO) as messages:  # INFO: what a run's log file sets up
+        yield messages
 
 
 def log_line(cls, current_iter, lines, seconds_per_iter=2.5):

@@ -135,12 +135,10 @@ class FACDContrastiveLoss(ContrastiveFeatureLoss):
                              'FACDInfoNCELoss (its options: loss_weight, tap_weights, temperature, negatives, '
                              'num_negatives, eps).')
         self.distance = check_choice('distance', distance, _DISTANCES)
-        if not isinstance(normalize, bool):
-            raise ValueError(f'normalize must be true or false, got {normalize!r}.')
-        if self.distance == 'cosine' and normalize:
+        self.normalize = check_bool('normalize', normalize)
+        if self.distance == 'cosine' and self.normalize:
             raise ValueError('normalize does nothing with distance: cosine (cosine already divides the C-vectors by '
                              'their norms). Remove normalize from the options.')
-        self.normalize = normalize
         self.centre = check_bool('centre', centre)
 
     def extra_repr(self) -> str:
