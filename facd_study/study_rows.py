@@ -175,6 +175,16 @@ def no_bias_rows() -> list:
     return [variant(fd_row(3e-4, 'l2'), '_nobias', ', adapters without bias', {'distill.adapter.bias': False})]
 
 
+def channel_permute_rows() -> list:
+    """Output KD, FD-L2 at its best x2 weight and centred FACD trained on patches whose RGB channels are permuted
+    (``ChannelPermutedPairedImageDataset``): do feature losses miscolour what the five training photos lack (issue 32,
+    item 4: a permutation turns the retina's dark reds into dark greens)?"""
+    permute = {'datasets.train.type': 'ChannelPermutedPairedImageDataset'}
+    rows = [Row('kd', 'output KD', 'facd', dict(ALWAYS, **{'train.feature_opt': DELETE})), fd_row(3e-4, 'l2'),
+            centred_rows()[1]]
+    return [variant(row, '_chperm', ', channel-permuted patches', permute) for row in rows]
+
+
 def registry() -> Dict[str, Row]:
     """Every row by key."""
     rows = baseline_rows()
@@ -185,7 +195,7 @@ def registry() -> Dict[str, Row]:
     rows += [facd_row(KNOB_WEIGHT, {'mode': 'teacher_better', 'margin': 0.}, distance='l2')]  # the adopted FACD
     rows += knob_rows(KNOB_WEIGHT) + negative_rows(KNOB_WEIGHT) + ramp_rows(KNOB_WEIGHT)
     rows += tap_rows() + budget_rows() + long_rows() + [history_row(w) for w in HISTORY_WEIGHTS]
-    rows += centred_rows() + body_tap_rows() + no_bias_rows()
+    rows += centred_rows() + body_tap_rows() + no_bias_rows() + channel_permute_rows()
     return {row.key: row for row in rows}
 
 
@@ -220,9 +230,9 @@ GROUPS = {
     # Teacher-slice init is left out at x2: tinit already reaches the teacher there.
     'screen': ('kd', 'fd_l2_w3e-4', 'facd_l2_w3e-1_teacher_better') + tuple(
         f'facd_l2_w{tag(w)}_history_teacher_better' for w in HISTORY_WEIGHTS),
-    # issue 32, item 4: candidate causes of the colour shift (centred maps, no last tap, no adapter bias)
+    # issue 32, item 4: candidate causes of the colour shift (centred maps, last tap, adapter bias, too few colours)
     'colour': ('kd', 'fd_l2_w3e-4', 'facd_l2_w3e-1_teacher_better') + _keys(centred_rows() + body_tap_rows() +
-                                                                            no_bias_rows()),
+                                                                            no_bias_rows() + channel_permute_rows()),
 }
 
 

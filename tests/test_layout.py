@@ -1,7 +1,8 @@
 """The package's three parts stay apart, and every code path the docs name exists (option files: test_options.py).
 
-Runtime (what ``model_type: FACDModel`` imports): ``facd_basicsr`` itself, ``archs/``, ``losses/``, ``models/``,
-``distill/``. User tools: ``facd_basicsr/tools/``. Study harness (not installed): ``facd_study/``.
+Runtime (what ``model_type: FACDModel`` imports): ``facd_basicsr`` itself, ``archs/``, ``data/``, ``losses/``,
+``models/``, ``distill/``, ``host/``. User tools: ``facd_basicsr/tools/``. Study harness (not installed):
+``facd_study/``.
 """
 import ast
 import glob
@@ -15,7 +16,7 @@ from setuptools import find_packages
 
 from conftest import REPO_ROOT
 
-RUNTIME_DIRS = ('archs', 'losses', 'models', 'distill', 'host')
+RUNTIME_DIRS = ('archs', 'data', 'losses', 'models', 'distill', 'host')
 HARNESS = ('facd_study', 'facd_basicsr.tools')
 
 
