@@ -167,19 +167,21 @@ def train_rows(rows: Sequence[Row], seeds: Sequence[int], prefix: str, out: str,
     scale = common_scale(rows)
     scale.build_data()
     folder = scale.record_dir(out)
+    present = present_teacher(scale)
     todo = [(row, row.options(seed, prefix)) for seed in seeds for row in rows]  # seed-major: an interrupted study
-    todo = [(row, opt) for row, opt in todo if stored_record(opt, folder) is None]  # has every row at the first seeds
+    todo = [(row, opt) for row, opt in todo  # has every row at the first seeds
+            if stored_record(opt, folder, present if row.needs_teacher else None) is None]
     if not todo:
         return
     sliced = sliced_teacher_weights(scale)
     needs_slices = any(row.overrides.get('path.pretrain_network_g') == sliced for row, _ in todo)
     jobs, teacher_name = [], ''
-    if any(row.needs_teacher for row, _ in todo) and not osp.isfile(teacher_weights(scale)):
+    if any(row.needs_teacher for row, _ in todo) and present is None:
         teacher = load_options(scale.teacher_options)
         jobs.append(TrainJob(teacher, f'{out}/options/teacher.yml', f'{out}/logs/teacher.log', 'teacher'))
         teacher_name = teacher['name']
-    elif needs_slices and not osp.isfile(sliced):
-        write_sliced_teacher(scale)
+    elif needs_slices:
+        write_sliced_teacher(scale)  # always from the present teacher: a file cut from an earlier one is stale
     for row, opt in todo:
         jobs.append(TrainJob(opt, f'{out}/options/{opt["name"]}.yml', f'{out}/logs/{opt["name"]}.log',
                              f'{row.key} s{opt["manual_seed"]}', after=teacher_name if row.needs_teacher else ''))
@@ -207,6 +209,11 @@ def teacher_fingerprint(scale: StudyScale) -> str:
     return fingerprint(load_network(load_options(scale.teacher_options)['network_g'], teacher_weights(scale)))
 
 
+def present_teacher(scale: StudyScale) -> Optional[str]:
+    """:func:`teacher_fingerprint` when this machine has the trained teacher of ``scale``; None when it has not."""
+    return teacher_fingerprint(scale) if osp.isfile(teacher_weights(scale)) else None
+
+
 def last_logged(log_path: str, key: str) -> float:
     """The last value of ``key: <number>`` in a training log (NaN if absent), e.g. the gate's ``gate_on``."""
     value = float('nan')
@@ -225,14 +232,18 @@ def run_gate_on(name: str, root: str = '.') -> float:
     return last_logged(osp.join(folder, logs[-1]), 'gate_on') if logs else float('nan')
 
 
-def stored_record(opt: dict, folder: str) -> Optional[dict]:
-    """The record of run ``opt['name']`` in ``folder`` when it was made from exactly ``opt``; else None."""
+def stored_record(opt: dict, folder: str, teacher: Optional[str] = None) -> Optional[dict]:
+    """The record of run ``opt['name']`` in ``folder`` when it was made from exactly ``opt`` and, with ``teacher``
+    (a weights fingerprint), learnt from that teacher; else None. A run of a retrained teacher has the same options
+    as the recorded one, so without ``teacher`` the record of the other teacher's run would stand in for it."""
     path = osp.join(folder, f'{opt["name"]}.json')
     if not osp.isfile(path):
         return None
     with open(path) as f:
         record = json.load(f)
     if record['options'] != opt:
+        return None
+    if teacher is not None and record.get('teacher') != teacher:
         return None
     if record['gate_on'] != record['gate_on']:  # NaN: stored before the gate was read from the run
         record['gate_on'] = run_gate_on(opt['name'])
@@ -288,7 +299,7 @@ def score_run(opt: dict, folder: str, pairs: Mapping[str, Mapping], teacher: Opt
         pairs (Mapping): split -> (LR, GT) pairs (:func:`split_pairs`).
         teacher (str | None): fingerprint of the teacher the run learnt from (:func:`teacher_fingerprint`).
     """
-    record = stored_record(opt, folder)
+    record = stored_record(opt, folder, teacher)
     if record is not None:
         return record
     net = load_network(opt['network_g'], latest_weights(opt['name']))
@@ -312,17 +323,19 @@ def score_run(opt: dict, folder: str, pairs: Mapping[str, Mapping], teacher: Opt
 
 def score_rows(rows: Sequence[Row], seeds: Sequence[int], prefix: str, out: str) -> Dict[str, List[dict]]:
     """``{row.key: [record per seed]}`` for every run of the current options that has a record or is trained (the
-    others are skipped); runs trained but not recorded are scored now."""
+    others are skipped); runs trained but not recorded are scored now. Where this machine has the teacher, only
+    records of runs that learnt from it count (a retrained teacher starts the distilled rows afresh)."""
     scale = common_scale(rows)
     folder = scale.record_dir(out)
     pairs = split_pairs(scale)
+    present = present_teacher(scale)
     records = {}
     for row in rows:
         records[row.key] = []
         for opt in (row.options(seed, prefix) for seed in seeds):
-            record = stored_record(opt, folder)
+            teacher = present if row.needs_teacher else None
+            record = stored_record(opt, folder, teacher)
             if record is None and is_trained(opt):
-                teacher = teacher_fingerprint(scale) if row.needs_teacher else None
                 record = score_run(opt, folder, pairs, teacher)
             if record is not None:
                 records[row.key].append(record)
@@ -455,5 +468,6 @@ def write_sliced_teacher(scale: StudyScale) -> str:
     teacher_state = read_state_dict(teacher_weights(scale), 'params', f'the {scale.name} study teacher')
     student_state = build_network(dict(student_opt)).state_dict()
     state = sliced_state(teacher_state, student_state, student_opt, teacher_opt)
-    torch.save({'params': state}, path)
+    torch.save({'params': state}, f'{path}.partial')
+    os.replace(f'{path}.partial', path)  # a run of another study process may be reading it
     return path

@@ -34,7 +34,8 @@ sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 import facd_basicsr  # noqa: E402,F401  (compat alias before basicsr)
 from facd_basicsr.tools.common import build_arch, load_network  # noqa: E402
 from facd_study.ablation import (SCALES, crop_luma_std, reference_scores, report_markdown, score_rows,  # noqa: E402
-                                 score_run, split_pairs, teacher_fingerprint, teacher_weights, train_rows)
+                                 score_run, split_pairs, stored_record, teacher_fingerprint, teacher_weights,
+                                 train_rows)
 from facd_study.colour_probe import flat_summary, held_out_pairs, photo_summary  # noqa: E402
 from facd_study.experiment import TrainJob, latest_weights, load_options, run_cache, run_jobs  # noqa: E402
 from facd_study.kept_weights import keep_weights  # noqa: E402
@@ -82,11 +83,13 @@ def train_teacher(scale) -> None:
     for name, scores in reference_scores(scale).items():
         print(name, ', '.join(f'{key} {value:.4f}' for key, value in scores.items()))
     sha = teacher_fingerprint(scale)
-    record = score_run(teacher, scale.record_dir(OUT), split_pairs(scale), sha)  # the first teacher's, if recorded
+    earlier = stored_record(teacher, scale.record_dir(OUT))
     print(f'teacher fingerprint {sha}')
-    if record['teacher'] != sha:
-        print(f'WARNING: the recorded runs learnt from teacher {record["teacher"]}, this machine trained {sha}: runs '
-              'distilled now are not paired with the recorded ones (the tables say how many runs each teacher has)')
+    if earlier is not None and earlier['teacher'] != sha:
+        print(f'WARNING: the recorded runs learnt from teacher {earlier["teacher"]}, this machine trained {sha}: '
+              'runs distilled now are not paired with the recorded ones. On this machine the tables count only runs '
+              'of this teacher; the distilled rows train again and their new records replace the old ones.')
+    score_run(teacher, scale.record_dir(OUT), split_pairs(scale), sha)  # this teacher's record
 
 
 def print_texture(scale) -> None:

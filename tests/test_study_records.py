@@ -104,6 +104,47 @@ def test_a_recorded_run_is_tabulated_without_its_experiment_and_not_trained_agai
     assert started == [] and len(score_rows([row], [0, 1], X4_PREFIX, 'results/study')['scratch']) == 2
 
 
+def test_a_retrained_teacher_trains_the_distilled_rows_again_and_tabulates_only_its_own_runs(small_x4, monkeypatch):
+    """Same options, other teacher: the old record neither skips the run nor stands in for it; records of the
+    present teacher do; on a machine without the teacher every record counts (the table's note names the mix)."""
+    kd = dataclasses.replace(x4_registry()['kd'], scale=small_x4)
+    old, new = (kd.options(seed, X4_PREFIX) for seed in (0, 1))
+    write_record(small_x4, old, 30.)
+    write_record(small_x4, new, 30.1)
+    for opt, teacher in ((old, 'a' * 64), (new, 'b' * 64)):
+        path = osp.join(small_x4.records, f'{opt["name"]}.json')
+        with open(path) as f:
+            record = dict(json.load(f), teacher=teacher)
+        with open(path, 'w') as f:
+            json.dump(record, f)
+    assert stored_record(old, small_x4.records, 'b' * 64) is None
+    assert stored_record(old, small_x4.records, 'a' * 64)['teacher'] == 'a' * 64
+    assert stored_record(old, small_x4.records)['scores']['select']['psnr'] == 30.  # no teacher named: any
+    started = []
+    monkeypatch.setattr(ablation, 'run_jobs', lambda jobs, **kwargs: started.extend(job.name for job in jobs))
+    monkeypatch.setattr(ablation, 'present_teacher', lambda scale: 'b' * 64)
+    train_rows([kd], [0, 1], X4_PREFIX, 'results/study', parallel=1)
+    assert started == ['x4_kd_s0']  # seed 0 learnt from teacher a; seed 1 from the present teacher b
+    assert [r['name'] for r in score_rows([kd], [0, 1], X4_PREFIX, 'results/study')['kd']] == ['x4_kd_s1']
+    monkeypatch.setattr(ablation, 'present_teacher', lambda scale: None)
+    assert len(score_rows([kd], [0, 1], X4_PREFIX, 'results/study')['kd']) == 2
+
+
+def test_the_sliced_student_file_is_cut_again_from_the_present_teacher(small_x4, monkeypatch):
+    """A tinit run after a retrained teacher must not start from slices of the earlier one."""
+    tinit = dataclasses.replace(x4_registry()['tinit'], scale=small_x4)
+    cuts = []
+    monkeypatch.setattr(ablation, 'run_jobs', lambda jobs, **kwargs: None)
+    monkeypatch.setattr(ablation, 'present_teacher', lambda scale: 'b' * 64)
+    monkeypatch.setattr(ablation, 'write_sliced_teacher', lambda scale: cuts.append(scale.name))
+    sliced = ablation.sliced_teacher_weights(small_x4)
+    assert tinit.overrides['path.pretrain_network_g'] == sliced
+    os.makedirs(osp.dirname(sliced), exist_ok=True)
+    open(sliced, 'wb').close()  # a file cut from an earlier teacher
+    train_rows([tinit], [0], X4_PREFIX, 'results/study', parallel=1)
+    assert cuts == ['x4']
+
+
 def test_crop_luma_std_draws_tiles_evenly_and_measures_as_the_textured_gate(tmp_path):
     import cv2
     data = tmp_path / 'data'
