@@ -23,8 +23,8 @@ from facd_study.paired import (LOSES, NO, YES, colour_offset, paired_interval, t
                                worst_photo)
 from facd_study.sample_data import load_photo
 from facd_study.scoring import colour_offsets, read_pairs
-from facd_study.study_rows import (GROUP_VERSUS, GROUPS, HISTORY, HISTORY_WEIGHTS, X4_GROUPS, X4_HISTORY_WEIGHT,
-                                   X4_HISTORY_WEIGHTS, X4_PREFIX, registry, tag, x4_registry)
+from facd_study.study_rows import (GROUP_VERSUS, GROUPS, HISTORY, HISTORY_WEIGHTS, X4_GROUPS, X4_HISTORY_WEIGHTS,
+                                   X4_PREFIX, registry, x4_registry)
 from facd_study.study_table import below_bicubic_cell, bicubic_photo_scores, decision_table
 
 ROWS, X4_ROWS = registry(), x4_registry()
@@ -205,18 +205,16 @@ def test_the_x2_screen_group_has_kd_fd_shipped_facd_and_three_history_weights():
 def test_the_x4_confirm_group_adds_teacher_init_rows_and_keeps_the_old_tinit_row():
     keys = X4_GROUPS['confirm']
     assert all(key in X4_ROWS for key in keys + GROUP_VERSUS['confirm'])
-    opts = {key: X4_ROWS[key].options(4, X4_PREFIX) for key in keys}
+    opts = {key: X4_ROWS[key].options(4, X4_PREFIX) for key in keys + ('tinit_facd_l2_w3e0_teacher_better', )}
     assert all(opt['train']['total_iter'] == 5000 and opt['name'] == f'x4_{key}_s4' for key, opt in opts.items())
     init = [key for key in keys if key.startswith('tinit_')]
-    assert init == [
-        'tinit_kd', 'tinit_facd_l2_w3e0_teacher_better',
-        f'tinit_facd_l2_w{tag(X4_HISTORY_WEIGHT)}_history_teacher_better', 'tinit_facd_l2_w3e0_teacher_better_centred'
-    ]
+    assert init == ['tinit_kd', 'tinit_facd_l2_w3e0_teacher_better_centred']
+    assert 'tinit_facd_l2_w3e0_teacher_better' in X4_ROWS  # registered (seed 0 trained), no longer in the group
     centred = opts['facd_l2_w3e0_teacher_better_centred']
     assert centred['train']['feature_opt'] == dict(
         opts['facd_l2_w3e0_teacher_better']['train']['feature_opt'], centre=True)
     assert centred['datasets'] == opts['facd_l2_w3e0_teacher_better']['datasets']  # an x4 row, not an x2 one
-    for key in init:
+    for key in init + ['tinit_facd_l2_w3e0_teacher_better']:
         assert opts[key]['distill']['init_from_teacher'] is True and opts[key]['path']['pretrain_network_g'] is None
         assert 'init_from_teacher' not in opts[key]['path']  # BasicSR makes a folder of every other path value
         plain = X4_ROWS[key[len('tinit_'):]].options(4, X4_PREFIX)  # the same row without the init
