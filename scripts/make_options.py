@@ -90,7 +90,9 @@ CORE_VARIANTS = ('FACD', 'FACDAlways', 'FD', 'KD', 'Scratch')
 VARIANTS = {
     'FACD': ('FACDModel', 'FACD: pixel + gated output KD + gated feature-domain contrastive loss (ratio-L2)',
              "  feature_opt:\n    type: FACDContrastiveLoss\n    loss_weight: 0.3\n    form: ratio\n"
-             "    distance: l2\n    num_negatives: ~\n", True, "    mode: teacher_better\n    margin: 0.0\n"),
+             "    distance: l2\n    num_negatives: ~\n"
+             "    centre: false  # true: the best x2 variant (docs/ablation.md 11.2); default until x4 agrees\n", True,
+             "    mode: teacher_better\n    margin: 0.0\n"),
     'FACDAlways': ('FACDModel', 'FACD without the adaptive gate (every patch distilled)',
                    "  feature_opt:\n    type: FACDContrastiveLoss\n    loss_weight: 0.3\n    form: ratio\n"
                    "    distance: l2\n    num_negatives: ~\n", True, "    mode: always\n"),
