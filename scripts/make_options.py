@@ -151,12 +151,18 @@ def datasets_block(scale: int) -> str:
 """
 
 
+# families whose student distill.init_from_teacher can cut out of the teacher (facd_basicsr/distill/teacher_init.py)
+SLICEABLE = ('EDSR', 'RCAN')
+
+
 def distill_block(family: str, gate: str) -> str:
     spec = FAMILIES[family]
+    init = ("  init_from_teacher: false  # true: the student starts from slices of the teacher (README, Recipes)\n"
+            if family in SLICEABLE else '')
     return (f"distill:\n  teacher_taps: [{', '.join(spec['teacher_taps'])}]\n"
             f"  student_taps: [{', '.join(spec['student_taps'])}]\n"
             "  adapter:\n    type: FACDAdapter\n    kind: conv1x1\n"
-            f"  gate:\n{gate}  teacher_check: true\n")
+            f"  gate:\n{gate}  teacher_check: true\n{init}")
 
 
 def path_block(variant: str, family: str, scale: int) -> str:

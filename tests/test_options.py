@@ -132,3 +132,23 @@ def test_reference_variant_trains_two_iterations(path, run_dir, monkeypatch):
     with_adapters = 'distill' in opt and (opt['train'].get('feature_opt') or {}).get('type') in (
         'FACDContrastiveLoss', 'FACDInfoNCELoss', 'FeatureDistillLoss')  # FAKD compares raw maps: no adapter
     assert osp.isfile(models / 'net_adapter_2.pth') == with_adapters
+
+
+def test_the_init_from_teacher_line_appears_exactly_where_the_teacher_can_be_sliced():
+    """Recipes that show ``init_from_teacher`` pass the slicer's pairing check; the others fail it (one clear error)."""
+    from facd_basicsr.distill.teacher_init import SUPPORTED, check_pair
+    assert set(load_generator().SLICEABLE) == set(SUPPORTED)
+    shown, hidden = 0, 0
+    for rel in load_generator().all_files():
+        opt = load(osp.join(OPTIONS, rel))
+        if opt.get('model_type') != 'FACDModel':
+            continue
+        if 'init_from_teacher' in opt['distill']:
+            assert opt['distill']['init_from_teacher'] is False, rel
+            check_pair(opt['network_g'], opt['network_t'])
+            shown += 1
+        else:
+            with pytest.raises(ValueError, match='init_from_teacher'):
+                check_pair(opt['network_g'], opt['network_t'])
+            hidden += 1
+    assert shown >= 20 and hidden >= 8
