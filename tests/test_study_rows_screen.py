@@ -14,6 +14,7 @@ import torch
 import yaml
 from basicsr.archs import build_network
 
+from facd_basicsr.host.checkpoint import fingerprint
 from facd_basicsr.tools import evaluate
 from facd_basicsr.tools.bicubic import bicubic_lr
 from facd_study.ablation import X4, Row, score_run, stored_record
@@ -238,6 +239,19 @@ def test_every_committed_x4_record_still_matches_its_row():
         name, seed = rec['name'], rec['options']['manual_seed']
         key = name[len(X4_PREFIX) + 1:name.rindex('_s')]
         assert stored_record(X4_ROWS[key].options(seed, X4_PREFIX), osp.dirname(path)) is not None, name
+
+
+def test_every_committed_x4_weights_file_is_the_student_its_record_scored():
+    """docs/study_x4_runs/<run>.pth loads strictly into stock BasicSR's network of the record's options, and its
+    weights fingerprint is the one the record was scored with: the committed files re-score the tables."""
+    paths = sorted(glob.glob(osp.join(X4.records, 'x4_*.pth')))
+    assert paths, 'no kept x4 weights committed'
+    for path in paths:
+        with open(path[:-len('.pth')] + '.json') as f:
+            rec = json.load(f)
+        net = build_network(dict(rec['options']['network_g']))
+        net.load_state_dict(torch.load(path, map_location='cpu', weights_only=True)['params'], strict=True)
+        assert fingerprint(net) == rec['student'], osp.basename(path)
 
 
 # ------------------------------------------------------------------------------- records and kept weights
