@@ -79,3 +79,16 @@ def test_init_from_teacher_and_a_pretrained_student_conflict(tmp_path):
     opt = make_opt(tmp_path, None, init_from_teacher=True, path={'pretrain_network_g': student_file})
     with pytest.raises(ValueError, match='keep one of them'):
         build(opt)
+
+
+def test_a_teacher_initialised_run_resumes_bit_exact(work):
+    """facd_basicsr/train.py, tiny FACD file with ``init_from_teacher``: 2 + 2 iterations (--auto_resume) = 4
+    straight. On resume BasicSR points ``path.pretrain_network_g`` at the checkpoint; that is not a second start."""
+    from test_faults_training import assert_same_weights, net_g, train
+    init = ['distill:init_from_teacher=true', 'logger:save_checkpoint_freq=2', 'val=~']
+    straight = train(work, 'tinit_straight', 4, *init)
+    assert 'Student initialised from slices of the teacher' in straight.stdout + straight.stderr
+    train(work, 'tinit_resumed', 2, *init)
+    resumed = train(work, 'tinit_resumed', 4, *init, auto_resume=True)
+    assert 'Student initialised from slices of the teacher' not in resumed.stdout + resumed.stderr
+    assert_same_weights(net_g(work, 'tinit_resumed', 4), net_g(work, 'tinit_straight', 4))

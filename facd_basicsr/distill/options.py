@@ -88,7 +88,9 @@ class DistillOptions:
             init_from_teacher=flags['init_from_teacher'],
             history=None if distill.get('history') is None else history_options(distill['history']),
         )
-        if options.init_from_teacher and (opt.get('path') or {}).get('pretrain_network_g'):
+        path = opt.get('path') or {}
+        # on resume BasicSR's check_resume points pretrain_network_g at the run's own checkpoint: not a second start
+        if options.init_from_teacher and path.get('pretrain_network_g') and not path.get('resume_state'):
             raise ValueError('distill.init_from_teacher and path.pretrain_network_g both set the student\'s first '
                              'weights: keep one of them')
         return options
