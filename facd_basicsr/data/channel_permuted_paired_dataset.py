@@ -15,11 +15,27 @@ from facd_basicsr.registry import register_once
 RGB_ORDERS = ((0, 1, 2), (0, 2, 1), (1, 0, 2), (1, 2, 0), (2, 0, 1), (2, 1, 0))
 
 
+def check_permutable(opt: Dict, key: str) -> None:
+    """Refuse the options under which a channel order is not a valid augmentation: one-channel ``color: y`` and a
+    ``mean`` / ``std`` that differs between channels (the items arrive normalised, so a permutation would pair each
+    channel with another channel's statistics)."""
+    if opt.get('color') == 'y':
+        raise ValueError(f'{key}.color is y (one channel): ChannelPermutedPairedImageDataset permutes RGB channels; '
+                         'use PairedImageDataset or set use_channel_permute: false')
+    for stat in ('mean', 'std'):
+        values = opt.get(stat)
+        if values is not None and len(set(float(v) for v in values)) > 1:
+            raise ValueError(f'{key}.{stat} {list(values)} differs between channels, so a channel permutation after '
+                             'the normalisation is wrong: drop it or set use_channel_permute: false')
+
+
 @register_once(DATASET_REGISTRY)
 class ChannelPermutedPairedImageDataset(PairedImageDataset):
     """``PairedImageDataset`` whose training items get one of the six channel orders, drawn uniformly per item.
 
-    Every option of ``PairedImageDataset`` works as there. YAML::
+    Every option of ``PairedImageDataset`` works as there, except two that make a permutation wrong while it is on:
+    ``color: y`` (one channel) and a ``mean`` or ``std`` that differs between channels (BasicSR normalises before
+    the order is drawn). YAML::
 
         type: ChannelPermutedPairedImageDataset
         use_channel_permute: true   # false: exactly PairedImageDataset
@@ -31,16 +47,19 @@ class ChannelPermutedPairedImageDataset(PairedImageDataset):
         opt (dict): the dataset's options; ``use_channel_permute`` (bool, default True) switches the permutation.
 
     Raises:
-        TypeError: ``use_channel_permute`` is not a boolean.
+        ValueError: ``use_channel_permute`` is not a boolean, or the permutation is on with ``color: y`` or with a
+            per-channel ``mean`` / ``std`` whose channels differ; the message names the key.
     """
 
     def __init__(self, opt: Dict) -> None:
         super().__init__(opt)
+        key = f'datasets.{opt.get("phase")}'
         permute = opt.get('use_channel_permute', True)
         if not isinstance(permute, bool):
-            raise TypeError(f'dataset {opt.get("name")!r}: use_channel_permute must be true or false, '
-                            f'got {permute!r}')
+            raise ValueError(f'{key}.use_channel_permute must be true or false, got {permute!r}')
         self.use_channel_permute = permute and opt.get('phase') == 'train'
+        if self.use_channel_permute:
+            check_permutable(opt, key)
 
     def __getitem__(self, index: int) -> Dict:
         item = super().__getitem__(index)
