@@ -161,42 +161,58 @@ def train_rows(rows: Sequence[Row], seeds: Sequence[int], prefix: str, out: str,
     """Train every (row, seed) run that has neither a record of the same options nor a finished run, ``parallel`` at
     a time, and record each run (:func:`score_run`) as soon as it finishes: a session may end before the others.
 
-    When the teacher is missing it is trained first, and the runs that need no teacher (scratch) use the other
-    slots meanwhile.
+    When the teacher is missing it is trained first, the runs that need no teacher (scratch) using the other slots
+    meanwhile; only then is it decided which distilled runs are due, against the teacher just trained (a record of
+    another teacher does not count, even when it was committed before this machine had one).
     """
     scale = common_scale(rows)
     scale.build_data()
     folder = scale.record_dir(out)
-    present = present_teacher(scale)
-    todo = [(row, row.options(seed, prefix)) for seed in seeds for row in rows]  # seed-major: an interrupted study
-    todo = [(row, opt) for row, opt in todo  # has every row at the first seeds
-            if stored_record(opt, folder, present if row.needs_teacher else None) is None]
-    if not todo:
-        return
-    sliced = sliced_teacher_weights(scale)
-    needs_slices = any(row.overrides.get('path.pretrain_network_g') == sliced for row, _ in todo)
-    jobs, teacher_name = [], ''
-    if any(row.needs_teacher for row, _ in todo) and present is None:
-        teacher = load_options(scale.teacher_options)
-        jobs.append(TrainJob(teacher, f'{out}/options/teacher.yml', f'{out}/logs/teacher.log', 'teacher'))
-        teacher_name = teacher['name']
-    elif needs_slices:
-        write_sliced_teacher(scale)  # always from the present teacher: a file cut from an earlier one is stale
-    for row, opt in todo:
-        jobs.append(TrainJob(opt, f'{out}/options/{opt["name"]}.yml', f'{out}/logs/{opt["name"]}.log',
-                             f'{row.key} s{opt["manual_seed"]}', after=teacher_name if row.needs_teacher else ''))
-    by_name = {opt['name']: row for row, opt in todo}
     pairs = split_pairs(scale)
+    todo = due_runs(rows, seeds, prefix, folder, present_teacher(scale))
+    if any(row.needs_teacher for row, _ in todo) and present_teacher(scale) is None:
+        teacher = load_options(scale.teacher_options)
+        scratch = [(row, opt) for row, opt in todo if not row.needs_teacher]
+        jobs = [TrainJob(teacher, f'{out}/options/teacher.yml', f'{out}/logs/teacher.log', 'teacher')]
+        run_row_jobs(jobs + row_jobs(scratch, out), scratch, folder, pairs, scale, parallel)
+        todo = due_runs(rows, seeds, prefix, folder, present_teacher(scale))
+    if any(row.overrides.get('path.pretrain_network_g') == sliced_teacher_weights(scale) for row, _ in todo):
+        write_sliced_teacher(scale)  # always from the present teacher: a file cut from an earlier one is stale
+    run_row_jobs(row_jobs(todo, out), todo, folder, pairs, scale, parallel)
+
+
+def due_runs(rows: Sequence[Row], seeds: Sequence[int], prefix: str, folder: str,
+             teacher: Optional[str]) -> List[tuple]:
+    """``[(row, options)]`` of the runs without a record of the same options (and, for distilled rows, of the
+    ``teacher`` fingerprint when not None), seed-major: an interrupted study has every row at the first seeds."""
+    todo = [(row, row.options(seed, prefix)) for seed in seeds for row in rows]
+    return [(row, opt) for row, opt in todo
+            if stored_record(opt, folder, teacher if row.needs_teacher else None) is None]
+
+
+def row_jobs(todo: Sequence[tuple], out: str) -> List[TrainJob]:
+    """One :class:`TrainJob` per due run of ``todo``."""
+    return [
+        TrainJob(opt, f'{out}/options/{opt["name"]}.yml', f'{out}/logs/{opt["name"]}.log',
+                 f'{row.key} s{opt["manual_seed"]}') for row, opt in todo
+    ]
+
+
+def run_row_jobs(jobs: List[TrainJob], todo: Sequence[tuple], folder: str, pairs, scale: StudyScale,
+                 parallel: int) -> None:
+    """Train ``jobs`` and record each as soon as it finishes (a session may end before the others): the runs of
+    ``todo`` with the teacher they learnt from, the teacher with its scores and fingerprint."""
+    by_name = {opt['name']: row for row, opt in todo}
+    teacher_name = load_options(scale.teacher_options)['name']
 
     def record(job: TrainJob) -> None:
         if job.name == teacher_name:
-            score_run(job.opt, folder, pairs, teacher_fingerprint(scale))  # the teacher's scores and fingerprint
-            if needs_slices:
-                write_sliced_teacher(scale)
-        if job.name in by_name:
+            score_run(job.opt, folder, pairs, teacher_fingerprint(scale))
+        elif job.name in by_name:
             score_run(job.opt, folder, pairs, teacher_fingerprint(scale) if by_name[job.name].needs_teacher else None)
 
-    run_jobs(jobs, parallel=parallel, cache=run_cache(), on_finish=record)
+    if jobs:
+        run_jobs(jobs, parallel=parallel, cache=run_cache(), on_finish=record)
 
 
 def split_pairs(scale: StudyScale) -> Dict[str, Mapping]:
@@ -335,7 +351,8 @@ def score_rows(rows: Sequence[Row], seeds: Sequence[int], prefix: str, out: str)
         for opt in (row.options(seed, prefix) for seed in seeds):
             teacher = present if row.needs_teacher else None
             record = stored_record(opt, folder, teacher)
-            if record is None and is_trained(opt):
+            # a distilled run is recorded only with the fingerprint of the teacher it learnt from
+            if record is None and is_trained(opt) and (teacher is not None or not row.needs_teacher):
                 record = score_run(opt, folder, pairs, teacher)
             if record is not None:
                 records[row.key].append(record)

@@ -4,9 +4,12 @@ A run is an option file of ``options/demo/`` with a few overrides (dotted keys, 
 written to a generated YAML file and trained by our entry point ``facd_basicsr/train.py`` in a subprocess, exactly
 as a user would run it. Several runs can share the CPU (one thread each), each with a progress bar fed by the
 iteration numbers of BasicSR's log. Runs whose ``experiments/<name>/models/net_g_latest.pth`` exists and was made
-from the same options are reused, so every script can be stopped and started again.
+from the same options and the same starting weight files (the teacher; a pretrained student) are reused, so every
+script can be stopped and started again, and a retrained teacher under the same path trains its students again.
 """
 import copy
+import hashlib
+import json
 import os
 import os.path as osp
 import re
@@ -26,6 +29,8 @@ from facd_basicsr.host.option_file import load_option_file
 REPO_ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 TRAIN_ENTRY = osp.join(REPO_ROOT, 'facd_basicsr', 'train.py')
 DELETE = '<delete>'  # override value that removes the key
+INPUT_KEYS = ('pretrain_network_t', 'pretrain_network_g')  # path.* weight files a run starts from
+INPUTS_FILE = 'run_inputs.json'
 _ITER_RE = re.compile(r'iter:\s*([\d,]+), lr:')
 
 
@@ -85,12 +90,60 @@ def latest_weights(name: str, root: str = '.') -> str:
     return osp.join(root, 'experiments', name, 'models', 'net_g_latest.pth')
 
 
+_FILE_DIGESTS: Dict[tuple, str] = {}
+
+
+def file_digest(path: str) -> str:
+    """SHA-256 of a file's bytes ('' when it does not exist); kept per (path, size, mtime), read once."""
+    if not osp.isfile(path):
+        return ''
+    info = os.stat(path)
+    key = (osp.abspath(path), info.st_size, info.st_mtime_ns)
+    if key not in _FILE_DIGESTS:
+        digest = hashlib.sha256()
+        with open(path, 'rb') as f:
+            for block in iter(lambda: f.read(1 << 20), b''):
+                digest.update(block)
+        _FILE_DIGESTS[key] = digest.hexdigest()
+    return _FILE_DIGESTS[key]
+
+
+def run_inputs(opt: dict, root: str = '.') -> Dict[str, str]:
+    """``{path key: SHA-256}`` of the weight files run ``opt`` starts from (``path.pretrain_network_t`` and
+    ``path.pretrain_network_g`` when set; paths relative to ``root``). Two runs are the same run only when these and
+    their options match: a teacher retrained to the same path makes other students."""
+    path = opt.get('path') or {}
+    return {key: file_digest(osp.join(root, path[key])) for key in INPUT_KEYS if path.get(key)}
+
+
+def read_inputs(folder: str) -> Optional[Dict[str, str]]:
+    """The ``run_inputs.json`` kept in ``folder``; None when there is none (runs finished before it was kept)."""
+    stored = osp.join(folder, INPUTS_FILE)
+    if not osp.isfile(stored):
+        return None
+    with open(stored) as f:
+        return json.load(f)
+
+
+def write_inputs(inputs: Dict[str, str], folder: str) -> None:
+    os.makedirs(folder, exist_ok=True)
+    with open(osp.join(folder, INPUTS_FILE), 'w') as f:
+        json.dump(inputs, f, indent=1, sort_keys=True)
+
+
+def same_inputs(stored: Optional[Dict[str, str]], inputs: Dict[str, str]) -> bool:
+    """A run that kept no inputs record counts only when it starts from no weight file (e.g. a scratch run)."""
+    return stored == inputs if stored is not None else not inputs
+
+
 def is_trained(opt: dict, root: str = '.') -> bool:
-    """True when the run ``opt['name']`` finished and its stored options equal ``opt`` (ignoring key order)."""
-    stored = osp.join(root, 'experiments', opt['name'], 'run_options.yml')
+    """True when the run ``opt['name']`` finished, its stored options equal ``opt`` (ignoring key order) and it
+    started from the weight files ``opt`` names as they are now (:func:`run_inputs`)."""
+    folder = osp.join(root, 'experiments', opt['name'])
+    stored = osp.join(folder, 'run_options.yml')
     if not (osp.isfile(latest_weights(opt['name'], root)) and osp.isfile(stored)):
         return False
-    return load_options(stored) == _plain(opt)
+    return load_options(stored) == _plain(opt) and same_inputs(read_inputs(folder), run_inputs(opt, root))
 
 
 @dataclass
@@ -110,6 +163,7 @@ class TrainJob:
     label: str = ''
     after: str = ''
     process: Optional[subprocess.Popen] = field(default=None, repr=False)
+    inputs: Dict[str, str] = field(default_factory=dict, repr=False)  # run_inputs() when it started
 
     @property
     def name(self) -> str:
@@ -127,10 +181,18 @@ def train_command(opt_path: str) -> List[str]:
 
 
 def forget_other_states(job: 'TrainJob', root: str) -> None:
-    """Delete the run's training states when its last start used other options: a resume must continue the same
-    run. The option file of the last start is ``job.opt_path`` as it was written then."""
-    if osp.isfile(job.opt_path) and load_options(job.opt_path) != _plain(job.opt):
-        shutil.rmtree(osp.join(root, 'experiments', job.name, 'training_states'), ignore_errors=True)
+    """Delete the run's training states when its last start used other options or other starting weight files
+    (a retrained teacher): a resume must continue the same run. The last start left ``job.opt_path`` and, beside it,
+    ``<opt_path>.inputs.json``."""
+    states = osp.join(root, 'experiments', job.name, 'training_states')
+    if not osp.isdir(states) or not osp.isfile(job.opt_path):
+        return
+    last_inputs = None
+    if osp.isfile(job.opt_path + '.inputs.json'):
+        with open(job.opt_path + '.inputs.json') as f:
+            last_inputs = json.load(f)
+    if load_options(job.opt_path) != _plain(job.opt) or not same_inputs(last_inputs, job.inputs):
+        shutil.rmtree(states, ignore_errors=True)
 
 
 def last_logged_iter(log_path: str) -> int:
@@ -143,8 +205,11 @@ def last_logged_iter(log_path: str) -> int:
 
 
 def _start(job: TrainJob, root: str, threads: int) -> None:
+    job.inputs = run_inputs(job.opt, root)  # the teacher of a distilled run exists by now (``after``)
     forget_other_states(job, root)
     write_options(job.opt, job.opt_path)
+    with open(job.opt_path + '.inputs.json', 'w') as f:
+        json.dump(job.inputs, f)
     os.makedirs(osp.dirname(osp.abspath(job.log_path)), exist_ok=True)
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
     with open(job.log_path, 'w') as log:  # the child keeps its own handle
@@ -156,6 +221,7 @@ def _finish(job: TrainJob, root: str) -> Optional[str]:
     """Record a finished run; returns an error message when it failed."""
     code = job.process.returncode
     if code == 0 and osp.isfile(latest_weights(job.name, root)):
+        write_inputs(job.inputs, osp.join(root, 'experiments', job.name))
         write_options(job.opt, osp.join(root, 'experiments', job.name, 'run_options.yml'))
         return None
     with open(job.log_path, errors='replace') as f:
@@ -175,13 +241,15 @@ def _run_files(name: str, root: str) -> List[str]:
     folder = osp.join(root, 'experiments', name)
     logs = sorted(f for f in os.listdir(folder) if f.startswith('train_') and f.endswith('.log'))
     files = [osp.join('models', 'net_g_latest.pth'), 'run_options.yml'] + logs[-1:]
-    return files + (['gate_log.csv'] if osp.isfile(osp.join(folder, 'gate_log.csv')) else [])
+    return files + [f for f in ('gate_log.csv', INPUTS_FILE) if osp.isfile(osp.join(folder, f))]
 
 
 def cache_run(name: str, root: str, cache: str) -> None:
-    """Copy a finished run's files into ``cache/<name>/`` (once)."""
+    """Copy a finished run's files into ``cache/<name>/``, unless the cache holds it already (same weights)."""
     target = osp.join(cache, name)
-    if osp.isfile(osp.join(target, 'run_options.yml')):
+    cached_weights = osp.join(target, 'models', 'net_g_latest.pth')
+    if osp.isfile(osp.join(target, 'run_options.yml')) and file_digest(cached_weights) == file_digest(
+            latest_weights(name, root)):
         return
     for rel in _run_files(name, root):
         os.makedirs(osp.dirname(osp.join(target + '.partial', rel)), exist_ok=True)
@@ -196,6 +264,8 @@ def restore_run(opt: dict, root: str, cache: str) -> bool:
     stored = osp.join(source, 'run_options.yml')
     if not osp.isfile(stored) or load_options(stored) != _plain(opt):
         return False
+    if not same_inputs(read_inputs(source), run_inputs(opt, root)):
+        return False  # trained from another teacher (or pretrained student) than the one now at that path
     target = osp.join(root, 'experiments', opt['name'])
     for folder, _, names in os.walk(source):
         for file_name in names:
@@ -218,7 +288,8 @@ def snapshot_run(job: 'TrainJob', root: str, cache: str) -> None:
     folder = osp.join(root, 'experiments', job.name)
     it = _newest_state_iter(folder)
     target = osp.join(cache, f'{job.name}.resume')
-    if it is None or (osp.isfile(osp.join(target, 'options.yml')) and _newest_state_iter(target) == it):
+    if it is None or (osp.isfile(osp.join(target, 'options.yml')) and _newest_state_iter(target) == it
+                      and read_inputs(target) == job.inputs):
         return
     models = [osp.join('models', f) for f in os.listdir(osp.join(folder, 'models')) if f.endswith(f'_{it}.pth')]
     partial = target + '.partial'
@@ -227,6 +298,7 @@ def snapshot_run(job: 'TrainJob', root: str, cache: str) -> None:
         os.makedirs(osp.dirname(osp.join(partial, rel)), exist_ok=True)
         shutil.copy2(osp.join(folder, rel), osp.join(partial, rel))
     write_options(job.opt, osp.join(partial, 'options.yml'))
+    write_inputs(job.inputs, partial)
     shutil.rmtree(target, ignore_errors=True)
     os.replace(partial, target)
 
@@ -238,7 +310,7 @@ def restore_snapshot(job: 'TrainJob', root: str, cache: str) -> bool:
     stored = osp.join(source, 'options.yml')
     if _newest_state_iter(osp.join(root, 'experiments', job.name)) is not None or not osp.isfile(stored):
         return False
-    if load_options(stored) != _plain(job.opt):
+    if load_options(stored) != _plain(job.opt) or not same_inputs(read_inputs(source), run_inputs(job.opt, root)):
         return False
     target = osp.join(root, 'experiments', job.name)
     for sub in ('training_states', 'models'):

@@ -1,6 +1,8 @@
 """The machinery of make demo / make mini-table: data builder, option overrides, run bookkeeping, scores, pictures."""
 import importlib.util
+import json
 import math
+import os
 import os.path as osp
 import shutil
 
@@ -15,14 +17,15 @@ from facd_basicsr.tools.bicubic import bicubic_lr
 from facd_basicsr.tools.scoring import upscale
 from facd_study.ablation import Row, results_table, run_gate_on
 from facd_study.demo_data import build_train_tiles, cut_tiles
-from facd_study.experiment import (DELETE, TrainJob, _next_ready, is_trained, last_logged_iter, latest_weights,
-                                   load_options, run_jobs, with_overrides, write_options)
+from facd_study.experiment import (DELETE, INPUTS_FILE, TrainJob, _next_ready, forget_other_states, is_trained,
+                                   last_logged_iter, latest_weights, load_options, restore_run, restore_snapshot,
+                                   run_inputs, run_jobs, snapshot_run, with_overrides, write_options)
 from facd_study.figures import LABEL_HEIGHT, PANEL_GAP, bar_chart, comparison_image, pick_crop
 from facd_study.sample_data import load_photo, make_gt
 from facd_study.scoring import format_mean_std, markdown_table, mean_std
 from facd_study.study_rows import registry
 
-from conftest import REPO_ROOT
+from conftest import REPO_ROOT, TINY_FACD_OPT
 
 DEMO_FACD = osp.join(REPO_ROOT, 'options', 'demo', 'train_FACD_demo_x2.yml')
 
@@ -207,7 +210,6 @@ def test_jobs_wait_for_their_after_run():
 
 
 def test_a_cached_run_is_restored_instead_of_trained(run_dir, tmp_path_factory):
-    from facd_study.experiment import restore_run
     cache = str(tmp_path_factory.mktemp('cache'))
     opt = with_overrides(load_options(osp.join(REPO_ROOT, 'options', 'tiny', 'train_teacher_tiny_x2.yml')), {
         'name': 'cached_run', 'train.total_iter': 2, 'logger.print_freq': 1, 'logger.use_tb_logger': False,
@@ -223,7 +225,6 @@ def test_a_cached_run_is_restored_instead_of_trained(run_dir, tmp_path_factory):
 
 
 def test_a_run_in_progress_continues_from_its_cached_checkpoint_in_a_new_work_tree(run_dir, tmp_path_factory):
-    from facd_study.experiment import restore_snapshot, snapshot_run
     cache = str(tmp_path_factory.mktemp('cache'))
     opt = with_overrides(load_options(osp.join(REPO_ROOT, 'options', 'tiny', 'train_teacher_tiny_x2.yml')), {
         'name': 'snap_run', 'train.total_iter': 4, 'logger.print_freq': 1, 'logger.use_tb_logger': False,
@@ -241,3 +242,59 @@ def test_a_run_in_progress_continues_from_its_cached_checkpoint_in_a_new_work_tr
         log = f.read()
     assert 'Resuming training from epoch' in log and 'iter: 2' in log.replace(',', '')
     assert is_trained(opt, str(run_dir))
+
+
+def save_random_teacher(opt, root, seed):
+    """A teacher file at the option file's ``path.pretrain_network_t`` under ``root``: random weights of ``seed``."""
+    from basicsr.archs import build_network
+    torch.manual_seed(seed)
+    path = osp.join(str(root), opt['path']['pretrain_network_t'])
+    os.makedirs(osp.dirname(path), exist_ok=True)
+    torch.save({'params': build_network(dict(opt['network_t'])).state_dict()}, path)
+
+
+def test_a_teacher_retrained_under_the_same_path_trains_its_students_again(run_dir, tmp_path_factory):
+    """Same options, other teacher bytes: neither the finished run, nor its cached copy, nor a checkpoint of a run
+    in progress stands in for the run of the new teacher; the cache then holds the new run."""
+    cache = str(tmp_path_factory.mktemp('cache'))
+    opt = with_overrides(load_options(TINY_FACD_OPT), {
+        'name': 'kd_run', 'train.total_iter': 2, 'logger.print_freq': 1, 'logger.use_tb_logger': False,
+        'logger.save_checkpoint_freq': 2, 'distill.teacher_check': False, 'val': DELETE})
+    save_random_teacher(opt, run_dir, 0)
+    job = TrainJob(opt, str(run_dir / 'gen' / 'k.yml'), str(run_dir / 'logs' / 'k.log'))
+    assert run_jobs([job], root=str(run_dir), poll_s=0.2, cache=cache) == ['kd_run']
+    first = open(latest_weights('kd_run', str(run_dir)), 'rb').read()
+    assert is_trained(opt, str(run_dir)) and osp.isfile(osp.join(cache, 'kd_run', INPUTS_FILE))
+    snapshot_run(job, str(run_dir), cache)  # the iteration-2 checkpoint, as if the run were still going
+
+    save_random_teacher(opt, run_dir, 1)  # retrained, same path
+    assert not is_trained(opt, str(run_dir))
+    shutil.rmtree(run_dir / 'experiments' / 'kd_run')  # a new work tree, but the teacher file is kept
+    assert not restore_run(opt, str(run_dir), cache) and not restore_snapshot(job, str(run_dir), cache)
+    assert run_jobs([job], root=str(run_dir), poll_s=0.2, cache=cache) == ['kd_run']  # trained, not restored
+    with open(job.log_path) as f:
+        assert 'Resuming training' not in f.read()
+    assert open(latest_weights('kd_run', str(run_dir)), 'rb').read() != first
+    with open(osp.join(cache, 'kd_run', INPUTS_FILE)) as f:
+        assert json.load(f) == run_inputs(opt, str(run_dir))  # the cache now holds the new teacher's run
+
+
+def test_states_of_a_start_with_another_teacher_are_forgotten_before_resuming(run_dir):
+    """An interrupted run whose teacher was retrained since: --auto_resume would stop at FACDModel's 'teacher file
+    changed' error, so the driver drops those states and starts the run again."""
+    opt = with_overrides(load_options(TINY_FACD_OPT), {'name': 'cut_run', 'train.total_iter': 4})
+    save_random_teacher(opt, run_dir, 0)
+    job = TrainJob(opt, str(run_dir / 'gen' / 'c.yml'), str(run_dir / 'logs' / 'c.log'))
+    write_options(opt, job.opt_path)
+    with open(job.opt_path + '.inputs.json', 'w') as f:
+        json.dump(run_inputs(opt, str(run_dir)), f)  # what the last start wrote
+    states = run_dir / 'experiments' / 'cut_run' / 'training_states'
+    states.mkdir(parents=True)
+    (states / '2.state').write_bytes(b'state')
+    job.inputs = run_inputs(opt, str(run_dir))
+    forget_other_states(job, str(run_dir))
+    assert (states / '2.state').is_file()  # same options, same teacher: resume
+    save_random_teacher(opt, run_dir, 1)
+    job.inputs = run_inputs(opt, str(run_dir))
+    forget_other_states(job, str(run_dir))
+    assert not states.exists()

@@ -161,3 +161,49 @@ def test_crop_luma_std_draws_tiles_evenly_and_measures_as_the_textured_gate(tmp_
     assert 0.4 < flat.mean() < 0.6  # two tiles, equally likely
     luma_stripes = 219 / 255 * 200 * np.sqrt(0.25 * 96 * 96 / (96 * 96 - 1))  # Y of grey v is 219/255 v; sample std
     assert np.allclose(values[~flat], luma_stripes, rtol=1e-4)
+
+
+def test_without_a_teacher_the_teacher_trains_first_and_decides_which_records_count(small_x4, monkeypatch):
+    """A fresh machine: the committed seed-0 record learnt from teacher a; the teacher trained here is b. Seed 0
+    trains again in the same call, after the teacher, instead of dropping out of the table."""
+    kd = dataclasses.replace(x4_registry()['kd'], scale=small_x4)
+    scratch = dataclasses.replace(x4_registry()['scratch'], scale=small_x4)
+    write_record(small_x4, kd.options(0, X4_PREFIX), 30.)
+    path = osp.join(small_x4.records, 'x4_kd_s0.json')
+    with open(path) as f:
+        record = dict(json.load(f), teacher='a' * 64)
+    with open(path, 'w') as f:
+        json.dump(record, f)
+    teacher = {'now': None}
+    calls = []
+
+    def fake_run_jobs(jobs, **kwargs):  # trains and records every job
+        calls.append([job.name for job in jobs])
+        for job in jobs:
+            if job.name.startswith('study_x4_teacher'):
+                teacher['now'] = 'b' * 64
+            else:
+                write_record(small_x4, job.opt, 30.)
+
+    monkeypatch.setattr(ablation, 'run_jobs', fake_run_jobs)
+    monkeypatch.setattr(ablation, 'present_teacher', lambda scale: teacher['now'])
+    train_rows([kd, scratch], [0, 1], X4_PREFIX, 'results/study', parallel=2)
+    assert calls[0][0].startswith('study_x4_teacher') and calls[0][1:] == ['x4_scratch_s0', 'x4_scratch_s1']
+    assert calls[1:] == [['x4_kd_s0', 'x4_kd_s1']]
+
+
+def test_a_trained_distilled_run_is_not_recorded_without_knowing_its_teacher(small_x4, monkeypatch):
+    kd = dataclasses.replace(x4_registry()['kd'], scale=small_x4)
+    scratch = dataclasses.replace(x4_registry()['scratch'], scale=small_x4)
+    scored = []
+    monkeypatch.setattr(ablation, 'is_trained', lambda opt: True)
+    monkeypatch.setattr(ablation, 'score_run', lambda opt, folder, pairs, teacher: scored.append(
+        (opt['name'], teacher)) or {'name': opt['name']})
+    monkeypatch.setattr(ablation, 'split_pairs', lambda scale: {})
+    monkeypatch.setattr(ablation, 'present_teacher', lambda scale: None)
+    records = score_rows([kd, scratch], [0], X4_PREFIX, 'results/study')
+    assert scored == [('x4_scratch_s0', None)] and records['kd'] == []
+    monkeypatch.setattr(ablation, 'present_teacher', lambda scale: 'b' * 64)
+    scored.clear()
+    score_rows([kd], [0], X4_PREFIX, 'results/study')
+    assert scored == [('x4_kd_s0', 'b' * 64)]
