@@ -23,8 +23,8 @@ from facd_basicsr.host.checkpoint import fingerprint, read_state_dict
 from facd_basicsr.tools.bicubic import bicubic_upscale
 from facd_basicsr.tools.common import load_network
 from facd_study.demo_data import TRAIN_PHOTOS, build_demo_sets
-from facd_study.experiment import (DELETE, REPO_ROOT, TrainJob, is_trained, latest_weights, load_options, run_cache,
-                                   run_jobs, with_overrides)
+from facd_study.experiment import (DELETE, REPO_ROOT, TrainJob, is_trained, latest_weights, load_options, restore_run,
+                                   run_cache, run_jobs, with_overrides)
 from facd_study.sample_data import GREY_PHOTOS, SKLEARN_PHOTOS
 from facd_study.scoring import (colour_offsets, format_mean_std, markdown_table, mean_scores, read_pairs, score_outputs,
                                 seed_values, split_scores)
@@ -161,19 +161,23 @@ def train_rows(rows: Sequence[Row], seeds: Sequence[int], prefix: str, out: str,
     """Train every (row, seed) run that has neither a record of the same options nor a finished run, ``parallel`` at
     a time, and record each run (:func:`score_run`) as soon as it finishes: a session may end before the others.
 
-    When the teacher is missing it is trained first, the runs that need no teacher (scratch) using the other slots
-    meanwhile; only then is it decided which distilled runs are due, against the teacher just trained (a record of
-    another teacher does not count, even when it was committed before this machine had one).
+    The teacher comes from ``experiments/`` or the run cache. When neither has it, it is trained first, the runs
+    that need no teacher (scratch) using the other slots meanwhile, and only then is it decided which distilled runs
+    are due, against the teacher just trained (a record of another teacher does not count, even when it was
+    committed before this machine had one). That first call ends with its slowest run, and a failed scratch run
+    stops the study before any distilled run starts.
     """
     scale = common_scale(rows)
     scale.build_data()
     folder = scale.record_dir(out)
     pairs = split_pairs(scale)
+    teacher_opt = load_options(scale.teacher_options)
+    if not is_trained(teacher_opt):
+        restore_run(teacher_opt, '.', run_cache())  # a new work tree: the teacher trained in an earlier session
     todo = due_runs(rows, seeds, prefix, folder, present_teacher(scale))
     if any(row.needs_teacher for row, _ in todo) and present_teacher(scale) is None:
-        teacher = load_options(scale.teacher_options)
         scratch = [(row, opt) for row, opt in todo if not row.needs_teacher]
-        jobs = [TrainJob(teacher, f'{out}/options/teacher.yml', f'{out}/logs/teacher.log', 'teacher')]
+        jobs = [TrainJob(teacher_opt, f'{out}/options/teacher.yml', f'{out}/logs/teacher.log', 'teacher')]
         run_row_jobs(jobs + row_jobs(scratch, out), scratch, folder, pairs, scale, parallel)
         todo = due_runs(rows, seeds, prefix, folder, present_teacher(scale))
     if any(row.overrides.get('path.pretrain_network_g') == sliced_teacher_weights(scale) for row, _ in todo):
@@ -339,7 +343,8 @@ def score_run(opt: dict, folder: str, pairs: Mapping[str, Mapping], teacher: Opt
 
 def score_rows(rows: Sequence[Row], seeds: Sequence[int], prefix: str, out: str) -> Dict[str, List[dict]]:
     """``{row.key: [record per seed]}`` for every run of the current options that has a record or is trained (the
-    others are skipped); runs trained but not recorded are scored now. Where this machine has the teacher, only
+    others are skipped); runs trained but not recorded are scored now, a distilled one only where this machine has
+    the teacher it learnt from (:func:`is_trained` checks the teacher file). Where this machine has the teacher, only
     records of runs that learnt from it count (a retrained teacher starts the distilled rows afresh)."""
     scale = common_scale(rows)
     folder = scale.record_dir(out)

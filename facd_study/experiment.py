@@ -94,11 +94,11 @@ _FILE_DIGESTS: Dict[tuple, str] = {}
 
 
 def file_digest(path: str) -> str:
-    """SHA-256 of a file's bytes ('' when it does not exist); kept per (path, size, mtime), read once."""
+    """SHA-256 of a file's bytes ('' when it does not exist); kept per (path, inode, size, mtime, ctime)."""
     if not osp.isfile(path):
         return ''
     info = os.stat(path)
-    key = (osp.abspath(path), info.st_size, info.st_mtime_ns)
+    key = (osp.abspath(path), info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns)
     if key not in _FILE_DIGESTS:
         digest = hashlib.sha256()
         with open(path, 'rb') as f:
@@ -111,9 +111,9 @@ def file_digest(path: str) -> str:
 def run_inputs(opt: dict, root: str = '.') -> Dict[str, str]:
     """``{path key: SHA-256}`` of the weight files run ``opt`` starts from (``path.pretrain_network_t`` and
     ``path.pretrain_network_g`` when set; paths relative to ``root``). Two runs are the same run only when these and
-    their options match: a teacher retrained to the same path makes other students."""
+    their options match: a teacher retrained to the same path makes other students. A missing file gives ''."""
     path = opt.get('path') or {}
-    return {key: file_digest(osp.join(root, path[key])) for key in INPUT_KEYS if path.get(key)}
+    return {key: file_digest(osp.join(root, osp.expanduser(path[key]))) for key in INPUT_KEYS if path.get(key)}
 
 
 def read_inputs(folder: str) -> Optional[Dict[str, str]]:
@@ -132,18 +132,25 @@ def write_inputs(inputs: Dict[str, str], folder: str) -> None:
 
 
 def same_inputs(stored: Optional[Dict[str, str]], inputs: Dict[str, str]) -> bool:
-    """A run that kept no inputs record counts only when it starts from no weight file (e.g. a scratch run)."""
-    return stored == inputs if stored is not None else not inputs
+    """Whether a run that kept ``stored`` started from ``inputs`` (:func:`run_inputs`). A run that kept no record
+    (finished before records were kept) counts only when it starts from no weight file (e.g. a scratch run); a
+    missing weight file ('') matches nothing."""
+    if stored is None:
+        return not inputs
+    return stored == inputs and all(inputs.values())
 
 
-def is_trained(opt: dict, root: str = '.') -> bool:
-    """True when the run ``opt['name']`` finished, its stored options equal ``opt`` (ignoring key order) and it
-    started from the weight files ``opt`` names as they are now (:func:`run_inputs`)."""
+def is_trained(opt: dict, root: str = '.', check_inputs: bool = True) -> bool:
+    """True when the run ``opt['name']`` finished, its stored options equal ``opt`` (ignoring key order) and, with
+    ``check_inputs``, it started from the weight files ``opt`` names as they are now (:func:`run_inputs`). Leave the
+    inputs out only where the weights are checked otherwise (``keep_weights``: the record's weights fingerprint)."""
     folder = osp.join(root, 'experiments', opt['name'])
     stored = osp.join(folder, 'run_options.yml')
     if not (osp.isfile(latest_weights(opt['name'], root)) and osp.isfile(stored)):
         return False
-    return load_options(stored) == _plain(opt) and same_inputs(read_inputs(folder), run_inputs(opt, root))
+    if load_options(stored) != _plain(opt):
+        return False
+    return not check_inputs or same_inputs(read_inputs(folder), run_inputs(opt, root))
 
 
 @dataclass
@@ -183,15 +190,19 @@ def train_command(opt_path: str) -> List[str]:
 def forget_other_states(job: 'TrainJob', root: str) -> None:
     """Delete the run's training states when its last start used other options or other starting weight files
     (a retrained teacher): a resume must continue the same run. The last start left ``job.opt_path`` and, beside it,
-    ``<opt_path>.inputs.json``."""
+    ``<opt_path>.inputs.json`` (:func:`restore_snapshot` writes both for the checkpoint it restores)."""
     states = osp.join(root, 'experiments', job.name, 'training_states')
-    if not osp.isdir(states) or not osp.isfile(job.opt_path):
+    if not osp.isdir(states):
         return
     last_inputs = None
     if osp.isfile(job.opt_path + '.inputs.json'):
         with open(job.opt_path + '.inputs.json') as f:
             last_inputs = json.load(f)
-    if load_options(job.opt_path) != _plain(job.opt) or not same_inputs(last_inputs, job.inputs):
+    if osp.isfile(job.opt_path):
+        same = load_options(job.opt_path) == _plain(job.opt) and same_inputs(last_inputs, job.inputs)
+    else:  # no record of the last start: only a run that starts from no weight file can be vouched for
+        same = not job.inputs
+    if not same:
         shutil.rmtree(states, ignore_errors=True)
 
 
@@ -204,12 +215,17 @@ def last_logged_iter(log_path: str) -> int:
     return int(found[-1].replace(',', '')) if found else 0
 
 
-def _start(job: TrainJob, root: str, threads: int) -> None:
-    job.inputs = run_inputs(job.opt, root)  # the teacher of a distilled run exists by now (``after``)
-    forget_other_states(job, root)
+def write_start(job: 'TrainJob') -> None:
+    """Keep what this start of ``job`` uses: its options at ``job.opt_path``, its inputs beside them."""
     write_options(job.opt, job.opt_path)
     with open(job.opt_path + '.inputs.json', 'w') as f:
         json.dump(job.inputs, f)
+
+
+def _start(job: TrainJob, root: str, threads: int) -> None:
+    job.inputs = run_inputs(job.opt, root)  # the teacher exists by now (``after``, or train_rows' two calls)
+    forget_other_states(job, root)
+    write_start(job)
     os.makedirs(osp.dirname(osp.abspath(job.log_path)), exist_ok=True)
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
     with open(job.log_path, 'w') as log:  # the child keeps its own handle
@@ -245,26 +261,27 @@ def _run_files(name: str, root: str) -> List[str]:
 
 
 def cache_run(name: str, root: str, cache: str) -> None:
-    """Copy a finished run's files into ``cache/<name>/``, unless the cache holds it already (same weights)."""
+    """Copy a finished run's files into ``cache/<name>/``, unless the cache holds exactly these files already."""
     target = osp.join(cache, name)
-    cached_weights = osp.join(target, 'models', 'net_g_latest.pth')
-    if osp.isfile(osp.join(target, 'run_options.yml')) and file_digest(cached_weights) == file_digest(
-            latest_weights(name, root)):
+    files = _run_files(name, root)
+    kept = [f for f in files if not f.startswith('train_')]  # the weights, options, inputs and gate log
+    if all(file_digest(osp.join(target, rel)) == file_digest(osp.join(root, 'experiments', name, rel)) for rel in kept):
         return
-    for rel in _run_files(name, root):
+    for rel in files:
         os.makedirs(osp.dirname(osp.join(target + '.partial', rel)), exist_ok=True)
         shutil.copy2(osp.join(root, 'experiments', name, rel), osp.join(target + '.partial', rel))
     shutil.rmtree(target, ignore_errors=True)
     os.replace(target + '.partial', target)  # complete or absent
 
 
-def restore_run(opt: dict, root: str, cache: str) -> bool:
-    """Put a cached run of exactly ``opt`` back into ``experiments/``; True when it is trained afterwards."""
+def restore_run(opt: dict, root: str, cache: str, check_inputs: bool = True) -> bool:
+    """Put a cached run of exactly ``opt`` (and, with ``check_inputs``, of the starting weight files now at its
+    paths) back into ``experiments/``; True when it is trained afterwards (:func:`is_trained`, same check)."""
     source = osp.join(cache, opt['name'])
     stored = osp.join(source, 'run_options.yml')
     if not osp.isfile(stored) or load_options(stored) != _plain(opt):
         return False
-    if not same_inputs(read_inputs(source), run_inputs(opt, root)):
+    if check_inputs and not same_inputs(read_inputs(source), run_inputs(opt, root)):
         return False  # trained from another teacher (or pretrained student) than the one now at that path
     target = osp.join(root, 'experiments', opt['name'])
     for folder, _, names in os.walk(source):
@@ -272,7 +289,7 @@ def restore_run(opt: dict, root: str, cache: str) -> bool:
             rel = osp.relpath(osp.join(folder, file_name), source)
             os.makedirs(osp.dirname(osp.join(target, rel)), exist_ok=True)
             shutil.copy2(osp.join(folder, file_name), osp.join(target, rel))
-    return is_trained(opt, root)
+    return is_trained(opt, root, check_inputs)
 
 
 def _newest_state_iter(run_folder: str) -> Optional[int]:
@@ -304,7 +321,8 @@ def snapshot_run(job: 'TrainJob', root: str, cache: str) -> None:
 
 
 def restore_snapshot(job: 'TrainJob', root: str, cache: str) -> bool:
-    """Put the cached checkpoint of a run of the same options back when ``experiments/`` has no state of it;
+    """Put the cached checkpoint of a run of the same options and starting weight files back when ``experiments/``
+    has no state of it;
     BasicSR's ``--auto_resume`` then continues from there. True when something was restored."""
     source = osp.join(cache, f'{job.name}.resume')
     stored = osp.join(source, 'options.yml')
@@ -317,6 +335,8 @@ def restore_snapshot(job: 'TrainJob', root: str, cache: str) -> bool:
         os.makedirs(osp.join(target, sub), exist_ok=True)
         for name in os.listdir(osp.join(source, sub)):
             shutil.copy2(osp.join(source, sub, name), osp.join(target, sub, name))
+    job.inputs = run_inputs(job.opt, root)
+    write_start(job)  # the checkpoint's options and inputs were checked: its start is vouched for
     return True
 
 
@@ -349,7 +369,8 @@ def run_jobs(jobs: List[TrainJob], parallel: int = 1, root: str = '.', poll_s: f
         threads (int): torch threads per run. Default: 1: on a busy CPU a multi-threaded run spends most of its time
             waiting for its own descheduled threads (measured 10x slower), so use processes, not threads.
         cache (str | None): with a folder (e.g. :func:`run_cache`), runs missing from ``experiments/`` are restored
-            from it when it holds them with the same options, every finished run is copied into it, and so is the
+            from it when it holds them with the same options and starting weight files (:func:`run_inputs`), every
+            finished run is copied into it, and so is the
             newest checkpoint of every running run (continued by ``--auto_resume`` from a new work tree).
         on_finish (callable | None): called with each job that finished well, as soon as it finished (e.g. to score
             and record it before a session ends).

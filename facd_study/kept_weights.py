@@ -63,7 +63,8 @@ def keep_weights(opt: dict,
     record = stored_record(opt, folder)
     if record is None:
         raise FileNotFoundError(f'{opt["name"]}: no record of these options in {folder}; train and score it first')
-    if not is_trained(opt, root) and not (cache and restore_run(opt, root, cache)):
+    # the weights fingerprint below decides; the starting files (run_inputs) may have changed since, or predate it
+    if not is_trained(opt, root, check_inputs=False) and not (cache and restore_run(opt, root, cache, False)):
         raise FileNotFoundError(f'{opt["name"]}: {latest_weights(opt["name"], root)} is missing (the run was trained '
                                 'in another session and is not in the run cache): train it again to keep its weights')
     net = load_network(opt['network_g'], latest_weights(opt['name'], root))

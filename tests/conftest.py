@@ -3,6 +3,7 @@ import os
 import os.path as osp
 import subprocess
 import sys
+import tempfile
 
 import pytest
 
@@ -10,6 +11,9 @@ import facd_basicsr  # noqa: F401  (compat alias before any basicsr import in th
 from facd_study.sample_data import build_sample_sets
 
 REPO_ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+# the study driver's run cache (~/.cache/facd-basicsr/runs) holds the user's runs: tests (and the runs they start)
+# keep theirs apart, one folder per test process
+os.environ['FACD_STUDY_CACHE'] = tempfile.mkdtemp(prefix='facd_test_run_cache_')
 
 
 @pytest.fixture(scope='session')

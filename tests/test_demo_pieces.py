@@ -298,3 +298,27 @@ def test_states_of_a_start_with_another_teacher_are_forgotten_before_resuming(ru
     job.inputs = run_inputs(opt, str(run_dir))
     forget_other_states(job, str(run_dir))
     assert not states.exists()
+    states.mkdir(parents=True)  # states of a start that left no record (its results/ folder is gone)
+    (states / '2.state').write_bytes(b'state')
+    os.remove(job.opt_path)
+    forget_other_states(job, str(run_dir))
+    assert not states.exists()  # starts from a teacher: cannot be vouched for
+
+
+def test_a_cache_entry_without_inputs_is_completed_and_a_missing_or_home_path_is_handled(tmp_path, monkeypatch):
+    from facd_study.experiment import cache_run, file_digest, same_inputs, write_inputs
+    root, cache = tmp_path / 'tree', tmp_path / 'cache'
+    for folder in (root / 'experiments' / 'run', cache / 'run'):
+        (folder / 'models').mkdir(parents=True)
+        (folder / 'models' / 'net_g_latest.pth').write_bytes(b'weights')
+        (folder / 'run_options.yml').write_text('name: run\n')
+    write_inputs({'pretrain_network_t': 'a' * 64}, str(root / 'experiments' / 'run'))
+    cache_run('run', str(root), str(cache))  # same weights and options, but the cache lacks the inputs record
+    assert json.loads((cache / 'run' / INPUTS_FILE).read_text()) == {'pretrain_network_t': 'a' * 64}
+    monkeypatch.setenv('HOME', str(tmp_path))
+    (tmp_path / 'teacher.pth').write_bytes(b'teacher')
+    inputs = run_inputs({'path': {'pretrain_network_t': '~/teacher.pth', 'pretrain_network_g': None}}, str(root))
+    assert inputs == {'pretrain_network_t': file_digest(str(tmp_path / 'teacher.pth'))} and all(inputs.values())
+    missing = run_inputs({'path': {'pretrain_network_t': 'no/such.pth'}}, str(root))
+    assert not same_inputs(missing, missing)  # a missing weight file vouches for nothing
+    assert same_inputs(None, {}) and not same_inputs(None, inputs)  # an old run counts only without weight files

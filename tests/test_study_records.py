@@ -207,3 +207,31 @@ def test_a_trained_distilled_run_is_not_recorded_without_knowing_its_teacher(sma
     scored.clear()
     score_rows([kd], [0], X4_PREFIX, 'results/study')
     assert scored == [('x4_kd_s0', 'b' * 64)]
+
+
+def test_a_teacher_in_the_run_cache_is_restored_before_the_due_runs_are_decided(small_x4, monkeypatch):
+    """A new work tree with the teacher in the run cache: one call trains the distilled runs, no teacher phase, and
+    a record of the cached teacher counts."""
+    from basicsr.archs import build_network
+
+    from facd_basicsr.host.checkpoint import fingerprint
+    from facd_study.experiment import load_options, run_cache, write_options
+    teacher_opt = load_options(small_x4.teacher_options)
+    torch.manual_seed(0)
+    net = build_network(dict(teacher_opt['network_g']))
+    cached = osp.join(run_cache(), teacher_opt['name'])
+    os.makedirs(osp.join(cached, 'models'))
+    torch.save({'params': net.state_dict()}, osp.join(cached, 'models', 'net_g_latest.pth'))
+    write_options(teacher_opt, osp.join(cached, 'run_options.yml'))
+    kd = dataclasses.replace(x4_registry()['kd'], scale=small_x4)
+    write_record(small_x4, kd.options(0, X4_PREFIX), 30.)
+    path = osp.join(small_x4.records, 'x4_kd_s0.json')
+    with open(path) as f:
+        record = dict(json.load(f), teacher=fingerprint(net))
+    with open(path, 'w') as f:
+        json.dump(record, f)
+    calls = []
+    monkeypatch.setattr(ablation, 'run_jobs', lambda jobs, **kwargs: calls.append([job.name for job in jobs]))
+    train_rows([kd], [0, 1], X4_PREFIX, 'results/study', parallel=2)
+    assert calls == [['x4_kd_s1']]  # seed 0 learnt from this teacher
+    assert osp.isfile(osp.join('experiments', teacher_opt['name'], 'models', 'net_g_latest.pth'))

@@ -18,6 +18,7 @@ from facd_basicsr.host.checkpoint import fingerprint
 from facd_basicsr.tools import evaluate
 from facd_basicsr.tools.bicubic import bicubic_lr
 from facd_study.ablation import X4, Row, score_run, stored_record
+from facd_study.experiment import is_trained
 from facd_study.kept_weights import keep_weights, kept_path
 from facd_study.negative_distance import negative_distances, random_lr_crops
 from facd_study.paired import (LOSES, NO, YES, colour_offset, paired_interval, t_quantile, t_two_sided, verdict,
@@ -256,8 +257,10 @@ def test_every_committed_x4_weights_file_is_the_student_its_record_scored():
 
 # ------------------------------------------------------------------------------- records and kept weights
 @pytest.fixture
-def scored_run(tmp_path, monkeypatch):
-    """A tiny EDSR x4 'trained' run in tmp_path/experiments, photo crops as select / report splits, its record."""
+def scored_run(tmp_path, monkeypatch, request):
+    """A tiny EDSR x4 'trained' run in tmp_path/experiments, photo crops as select / report splits, its record.
+    Parametrised True: the run starts from a weight file (``path.pretrain_network_g``) and, as runs finished before
+    ``run_inputs.json`` was kept, has no record of that file."""
     monkeypatch.chdir(tmp_path)
     pairs = {}
     for split, photo in (('select', 'chelsea'), ('report', 'coffee')):
@@ -272,6 +275,9 @@ def scored_run(tmp_path, monkeypatch):
     opt['network_g'].update(num_feat=4, num_block=1)
     torch.manual_seed(0)
     net = build_network(dict(opt['network_g']))
+    if getattr(request, 'param', False):
+        torch.save({'params': net.state_dict()}, str(tmp_path / 'start.pth'))
+        opt['path']['pretrain_network_g'] = 'start.pth'
     os.makedirs(tmp_path / 'experiments' / opt['name'] / 'models')
     torch.save({'params': net.state_dict()},
                str(tmp_path / 'experiments' / opt['name'] / 'models' / 'net_g_latest.pth'))
@@ -317,6 +323,15 @@ def test_kept_weights_load_in_plain_basicsr_and_facd_eval_rescores_the_record(sc
     assert sorted((r[0], r[1]) for r in rows) == [(s, p) for s in ('report', 'select') for p in ('a', 'b')]
     for split, image, psnr, _ in rows:
         assert float(psnr) == pytest.approx(rec['per_image'][split][image]['psnr'], abs=1e-9)
+
+
+@pytest.mark.parametrize('scored_run', [True], indirect=True)
+def test_keep_weights_takes_a_run_from_before_the_inputs_record_by_its_fingerprint(scored_run, tmp_path):
+    opt, pairs, rec = scored_run
+    assert not is_trained(opt)  # as a study run it does not count (its starting file is not vouched for) ...
+    (tmp_path / 'start.pth').write_bytes(b'changed since')
+    path = keep_weights(opt, str(tmp_path / 'records'), pairs)  # ... but its weights are the recorded ones
+    assert osp.isfile(path)
 
 
 def test_keep_weights_refuses_weights_that_are_not_the_recorded_run(scored_run, tmp_path):
