@@ -257,6 +257,9 @@ X4_GATES = ({'mode': 'advantage_ramp', 'margin': 0., 'width': 4.}, {'mode': 'tex
 # best: w 0.01, the least harmful of three that all lose to FD (docs/ablation.md 11.1), so 0.1 here.
 X4_HISTORY_WEIGHTS = (1e-1, 3e-1, 1.)
 X4_HISTORY_WEIGHT = 1e-1
+# FACD on centred maps on top of teacher-slice init at weights below the w 3 chosen for students trained from
+# scratch: with init, w 3 lost 0.08 dB to init + KD at seeds 0 and 1 (docs/ablation.md 11.3)
+X4_INIT_WEIGHTS = (3e-1, 1.)
 # distill.init_from_teacher, as the plugin reads it: under path, BasicSR's make_exp_dirs would makedirs(True)
 INIT_FROM_TEACHER = {'distill.init_from_teacher': True}
 
@@ -290,6 +293,11 @@ def x4_registry() -> Dict[str, Row]:
     centred = variant(facd, '_centred', ', centred maps', {'train.feature_opt.centre': True})  # x2: 11.2
     rows += [centred]
     rows += [init_row(row) for row in (logged(kd), facd, history[X4_HISTORY_WEIGHT], centred)]
+    lighter = [
+        variant(logged(facd_row(w, SHIPPED_GATE, scale=X4, distance='l2')), '_centred', ', centred maps',
+                {'train.feature_opt.centre': True}) for w in X4_INIT_WEIGHTS
+    ]
+    rows += lighter + [init_row(row) for row in lighter]
     return {row.key: row for row in rows}
 
 
@@ -306,10 +314,14 @@ X4_GROUPS = {
     'confirm': ('kd', 'fd_l2_w3e-5', 'facd_l2_w3e0_teacher_better', 'facd_l2_w3e0_teacher_better_centred',
                 f'facd_l2_w{tag(X4_HISTORY_WEIGHT)}_history_teacher_better', 'tinit', 'tinit_kd',
                 'tinit_facd_l2_w3e0_teacher_better_centred'),
+    # does FACD add anything on top of teacher-slice init at a lighter weight? (11.3)
+    'init_weight': ('tinit_kd', ) + tuple(f'tinit_facd_l2_w{tag(w)}_teacher_better_centred' for w in X4_INIT_WEIGHTS) +
+    ('tinit_facd_l2_w3e0_teacher_better_centred', ),
 }
 # The rows a group's table gives paired differences to when --versus is not given (scripts/study.py).
 GROUP_VERSUS = {
     'screen': ('kd', 'fd_l2_w3e-4', 'facd_l2_w3e-1_teacher_better'),
     'colour': ('kd', 'fd_l2_w3e-4', 'facd_l2_w3e-1_teacher_better'),
     'confirm': ('kd', 'fd_l2_w3e-5', 'facd_l2_w3e0_teacher_better', 'tinit', 'tinit_kd'),
+    'init_weight': ('tinit_kd', ),
 }

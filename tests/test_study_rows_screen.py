@@ -229,6 +229,20 @@ def test_the_x4_confirm_group_adds_teacher_init_rows_and_keeps_the_old_tinit_row
     assert all(opt['distill']['history'] == HISTORY and opt['distill']['gate_log'] for opt in history)
 
 
+def test_the_init_weight_group_varies_only_the_weight_of_centred_facd_on_top_of_teacher_init():
+    keys = X4_GROUPS['init_weight']
+    assert keys[0] == 'tinit_kd' and GROUP_VERSUS['init_weight'] == ('tinit_kd', )
+    reference = X4_ROWS['tinit_facd_l2_w3e0_teacher_better_centred'].options(1, X4_PREFIX)
+    weights = []
+    for key in keys[1:]:
+        opt = X4_ROWS[key].options(1, X4_PREFIX)
+        weights.append(opt['train']['feature_opt']['loss_weight'])
+        assert opt['distill']['init_from_teacher'] is True and opt['train']['feature_opt']['centre'] is True
+        opt['train']['feature_opt']['loss_weight'] = 3.
+        assert {k: v for k, v in opt.items() if k != 'name'} == {k: v for k, v in reference.items() if k != 'name'}
+    assert weights == [0.3, 1., 3.]
+
+
 def test_every_committed_x4_record_still_matches_its_row():
     """A key never changes meaning: the new rows and fields leave every record of docs/study_x4_runs valid, and
     those of the earlier teacher, kept in docs/study_x4_runs/teacher_302e14c58531/, too."""
