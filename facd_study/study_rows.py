@@ -260,6 +260,12 @@ X4_HISTORY_WEIGHT = 1e-1
 # FACD on centred maps on top of teacher-slice init at weights below the w 3 chosen for students trained from
 # scratch: with init, w 3 lost 0.08 dB to init + KD at seeds 0 and 1 (docs/ablation.md 11.3)
 X4_INIT_WEIGHTS = (3e-1, 1.)
+# The same at w 0.3 with adapters that start as the leading-channel identity (the map a student cut from the
+# teacher's leading channels already fits; a random adapter pulls its features elsewhere), on three taps and on the
+# last tap only (where the sliced student is closest to the teacher: relative gap 0.16 against 0.97 / 1.95 at the
+# two body taps, one batch of training patches)
+LEADING_IDENTITY = {'distill.adapter.leading_identity': True}
+LAST_TAP = {'distill.teacher_taps': ['conv_after_body'], 'distill.student_taps': ['conv_after_body']}
 # distill.init_from_teacher, as the plugin reads it: under path, BasicSR's make_exp_dirs would makedirs(True)
 INIT_FROM_TEACHER = {'distill.init_from_teacher': True}
 
@@ -298,6 +304,8 @@ def x4_registry() -> Dict[str, Row]:
                 {'train.feature_opt.centre': True}) for w in X4_INIT_WEIGHTS
     ]
     rows += lighter + [init_row(row) for row in lighter]
+    lead = variant(init_row(lighter[0]), '_lead', ', adapters start as the leading-channel identity', LEADING_IDENTITY)
+    rows += [lead, variant(lead, '_lasttap', ', last tap only', LAST_TAP)]
     return {row.key: row for row in rows}
 
 
@@ -316,7 +324,8 @@ X4_GROUPS = {
                 'tinit_facd_l2_w3e0_teacher_better_centred'),
     # does FACD add anything on top of teacher-slice init at a lighter weight? (11.3)
     'init_weight': ('tinit_kd', ) + tuple(f'tinit_facd_l2_w{tag(w)}_teacher_better_centred' for w in X4_INIT_WEIGHTS) +
-    ('tinit_facd_l2_w3e0_teacher_better_centred', ),
+    ('tinit_facd_l2_w3e0_teacher_better_centred', 'tinit_facd_l2_w3e-1_teacher_better_centred_lead',
+     'tinit_facd_l2_w3e-1_teacher_better_centred_lead_lasttap'),
 }
 # The rows a group's table gives paired differences to when --versus is not given (scripts/study.py).
 GROUP_VERSUS = {

@@ -69,6 +69,41 @@ def test_adapters_without_bias_are_linear_from_the_option_file(tmp_path):
         build_network({'type': 'FACDAdapter', 'in_channels': 4, 'out_channels': 8, 'bias': 'no'})
 
 
+@pytest.mark.parametrize('kind', ['conv1x1', 'conv3x3'])
+@pytest.mark.parametrize('channels', [(4, 8), (8, 4)])
+def test_leading_identity_adapter_starts_as_the_channel_embedding(kind, channels):
+    in_channels, out_channels = channels
+    adapter = build_network({'type': 'FACDAdapter', 'in_channels': in_channels, 'out_channels': out_channels,
+                             'kind': kind, 'leading_identity': True})
+    feat = torch.randn(2, in_channels, 5, 5)
+    expected = torch.zeros(2, out_channels, 5, 5)
+    shared = min(channels)
+    expected[:, :shared] = feat[:, :shared]
+    assert torch.equal(adapter(feat), expected)
+    default = build_network({'type': 'FACDAdapter', 'in_channels': in_channels, 'out_channels': out_channels})
+    assert not torch.allclose(default(feat)[:, :shared], feat[:, :shared], atol=1e-2)  # random when channels differ
+
+
+def test_leading_identity_adapters_come_from_the_option_file_and_are_trained(tmp_path):
+    opt = make_opt(tmp_path, CONTRASTIVE)
+    opt['distill']['adapter'] = {'type': 'FACDAdapter', 'kind': 'conv1x1', 'leading_identity': True}
+    model = build(opt)
+    for adapter in model.net_adapter.adapters:  # 4 student channels into 8 teacher channels
+        assert torch.equal(adapter.body.weight[:, :, 0, 0], torch.eye(8, 4))
+        assert torch.equal(adapter.body.bias, torch.zeros(8))
+    step(model, photo_batches(1)[0])
+    assert any(not torch.equal(a.body.weight[:, :, 0, 0], torch.eye(8, 4)) for a in model.net_adapter.adapters)
+
+
+@pytest.mark.parametrize('adapter, message', [
+    ({'leading_identity': 'yes'}, "FACDAdapter leading_identity must be true or false, got 'yes'"),
+    ({'leading_identity': True, 'kind': 'conv_relu_conv'}, 'leading_identity needs kind conv1x1 or conv3x3'),
+])
+def test_bad_leading_identity_is_refused(adapter, message):
+    with pytest.raises(ValueError, match=message):
+        build_network(dict({'type': 'FACDAdapter', 'in_channels': 4, 'out_channels': 8}, **adapter))
+
+
 def test_total_loss_decreases(tmp_path):
     model = build(make_opt(tmp_path, FD))
     batch = photo_batches(1, batch_size=4)[0]

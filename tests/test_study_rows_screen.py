@@ -229,18 +229,32 @@ def test_the_x4_confirm_group_adds_teacher_init_rows_and_keeps_the_old_tinit_row
     assert all(opt['distill']['history'] == HISTORY and opt['distill']['gate_log'] for opt in history)
 
 
-def test_the_init_weight_group_varies_only_the_weight_of_centred_facd_on_top_of_teacher_init():
+def without_name(opt):
+    return {k: v for k, v in opt.items() if k != 'name'}
+
+
+def test_the_init_weight_group_varies_the_weight_adapter_start_and_taps_of_centred_facd_on_top_of_teacher_init():
     keys = X4_GROUPS['init_weight']
     assert keys[0] == 'tinit_kd' and GROUP_VERSUS['init_weight'] == ('tinit_kd', )
     reference = X4_ROWS['tinit_facd_l2_w3e0_teacher_better_centred'].options(1, X4_PREFIX)
     weights = []
-    for key in keys[1:]:
+    for key in keys[1:4]:
         opt = X4_ROWS[key].options(1, X4_PREFIX)
         weights.append(opt['train']['feature_opt']['loss_weight'])
         assert opt['distill']['init_from_teacher'] is True and opt['train']['feature_opt']['centre'] is True
         opt['train']['feature_opt']['loss_weight'] = 3.
-        assert {k: v for k, v in opt.items() if k != 'name'} == {k: v for k, v in reference.items() if k != 'name'}
+        assert without_name(opt) == without_name(reference)
     assert weights == [0.3, 1., 3.]
+    light = X4_ROWS['tinit_facd_l2_w3e-1_teacher_better_centred'].options(1, X4_PREFIX)
+    lead, lead_last = (X4_ROWS[key].options(1, X4_PREFIX) for key in keys[4:])
+    assert lead['distill']['adapter'] == {'type': 'FACDAdapter', 'kind': 'conv1x1', 'leading_identity': True}
+    assert lead_last['distill']['teacher_taps'] == lead_last['distill']['student_taps'] == ['conv_after_body']
+    lead['distill']['adapter'].pop('leading_identity')
+    assert without_name(lead) == without_name(light)
+    for side in ('teacher_taps', 'student_taps'):
+        lead_last['distill'][side] = light['distill'][side]
+    lead_last['distill']['adapter'].pop('leading_identity')
+    assert without_name(lead_last) == without_name(light)
 
 
 def test_every_committed_x4_record_still_matches_its_row():

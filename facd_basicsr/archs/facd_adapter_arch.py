@@ -32,6 +32,10 @@ class FACDAdapter(nn.Module):
         hidden_channels (int | None): Width of 'conv_relu_conv'. Default: None (= out_channels).
         identity_init (bool): Start as the identity map when in_channels == out_channels ('conv1x1' and
             'conv3x3' only). Default: True.
+        leading_identity (bool): Start as the identity on the first min(in_channels, out_channels) channels and
+            zero elsewhere, whatever the channel counts ('conv1x1' and 'conv3x3' only). Meant for a student cut out
+            of its teacher (``distill.init_from_teacher``): its channel c is the teacher's channel c, so this is the
+            map its first features already fit, where a random one would pull them elsewhere. Default: False.
         bias (bool): Give the adapter's convolutions a bias; False makes the adapter linear, so it cannot absorb a
             constant offset between student and teacher features. Default: True.
     """
@@ -42,15 +46,20 @@ class FACDAdapter(nn.Module):
                  kind: str = 'conv1x1',
                  hidden_channels: Optional[int] = None,
                  identity_init: bool = True,
-                 bias: bool = True) -> None:
+                 bias: bool = True,
+                 leading_identity: bool = False) -> None:
         super().__init__()
         if kind not in ADAPTER_KINDS:
             raise ValueError(f'FACDAdapter kind {kind!r} is not supported. Supported kinds: {", ".join(ADAPTER_KINDS)}')
         if in_channels < 1 or out_channels < 1:
             raise ValueError(f'FACDAdapter channels must be positive, got {in_channels} -> {out_channels}')
         self.kind = kind
-        if not isinstance(bias, bool):
-            raise ValueError(f'FACDAdapter bias must be true or false, got {bias!r}')
+        for name, value in (('bias', bias), ('leading_identity', leading_identity)):
+            if not isinstance(value, bool):
+                raise ValueError(f'FACDAdapter {name} must be true or false, got {value!r}')
+        if leading_identity and kind == 'conv_relu_conv':
+            raise ValueError('FACDAdapter leading_identity needs kind conv1x1 or conv3x3 (conv_relu_conv cannot start '
+                             'as an identity)')
         if kind == 'conv_relu_conv':
             hidden = hidden_channels or out_channels
             self.body = nn.Sequential(
@@ -59,15 +68,16 @@ class FACDAdapter(nn.Module):
         else:
             kernel = 1 if kind == 'conv1x1' else 3
             self.body = nn.Conv2d(in_channels, out_channels, kernel, 1, kernel // 2, bias=bias)
-            if identity_init and in_channels == out_channels:
+            if leading_identity or (identity_init and in_channels == out_channels):
                 self._init_identity(self.body)
 
     @staticmethod
     def _init_identity(conv: nn.Conv2d) -> None:
+        """Weight 1 from input channel c to output channel c for c < min(in, out), at the kernel centre; 0 elsewhere."""
         with torch.no_grad():
             conv.weight.zero_()
             centre = conv.kernel_size[0] // 2
-            for c in range(conv.out_channels):
+            for c in range(min(conv.in_channels, conv.out_channels)):
                 conv.weight[c, c, centre, centre] = 1.
             if conv.bias is not None:
                 conv.bias.zero_()
