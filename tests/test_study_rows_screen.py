@@ -26,7 +26,7 @@ from facd_study.paired import (LOSES, NO, YES, colour_offset, paired_interval, t
 from facd_study.sample_data import load_photo
 from facd_study.scoring import colour_offsets, read_pairs
 from facd_study.study_rows import (GROUP_VERSUS, GROUPS, HISTORY, HISTORY_WEIGHTS, X4_GROUPS, X4_HISTORY_WEIGHTS,
-                                   X4_PREFIX, registry, x4_registry)
+                                   X4_INIT_FACD, X4_PREFIX, registry, x4_registry)
 from facd_study.study_table import below_bicubic_cell, bicubic_photo_scores, decision_table
 
 ROWS, X4_ROWS = registry(), x4_registry()
@@ -210,7 +210,8 @@ def test_the_x4_confirm_group_adds_teacher_init_rows_and_keeps_the_old_tinit_row
     opts = {key: X4_ROWS[key].options(4, X4_PREFIX) for key in keys + ('tinit_facd_l2_w3e0_teacher_better', )}
     assert all(opt['train']['total_iter'] == 5000 and opt['name'] == f'x4_{key}_s4' for key, opt in opts.items())
     init = [key for key in keys if key.startswith('tinit_')]
-    assert init == ['tinit_kd', 'tinit_facd_l2_w3e0_teacher_better_centred']
+    assert init == ['tinit_kd', 'tinit_facd_l2_w3e0_teacher_better_centred', X4_INIT_FACD]
+    init.remove(X4_INIT_FACD)  # leading-identity adapters need the init: no row without it (init_weight test)
     assert 'tinit_facd_l2_w3e0_teacher_better' in X4_ROWS  # registered (seed 0 trained), no longer in the group
     centred = opts['facd_l2_w3e0_teacher_better_centred']
     assert centred['train']['feature_opt'] == dict(
@@ -246,15 +247,21 @@ def test_the_init_weight_group_varies_the_weight_adapter_start_and_taps_of_centr
         assert without_name(opt) == without_name(reference)
     assert weights == [0.3, 1., 3.]
     light = X4_ROWS['tinit_facd_l2_w3e-1_teacher_better_centred'].options(1, X4_PREFIX)
-    lead, lead_last = (X4_ROWS[key].options(1, X4_PREFIX) for key in keys[4:])
-    assert lead['distill']['adapter'] == {'type': 'FACDAdapter', 'kind': 'conv1x1', 'leading_identity': True}
-    assert lead_last['distill']['teacher_taps'] == lead_last['distill']['student_taps'] == ['conv_after_body']
-    lead['distill']['adapter'].pop('leading_identity')
-    assert without_name(lead) == without_name(light)
-    for side in ('teacher_taps', 'student_taps'):
-        lead_last['distill'][side] = light['distill'][side]
-    lead_last['distill']['adapter'].pop('leading_identity')
-    assert without_name(lead_last) == without_name(light)
+    leading = {'type': 'FACDAdapter', 'kind': 'conv1x1', 'leading_identity': True}
+    changes = [(True, False, 0.3), (True, True, 0.3), (False, True, 0.3), (True, True, 1.)]  # lead, last tap, w
+    assert keys[4:] == ('tinit_facd_l2_w3e-1_teacher_better_centred_lead', X4_INIT_FACD,
+                        'tinit_facd_l2_w3e-1_teacher_better_centred_lasttap',
+                        'tinit_facd_l2_w1e0_teacher_better_centred_lead_lasttap')
+    for key, (lead, last_tap, weight) in zip(keys[4:], changes):
+        opt = X4_ROWS[key].options(1, X4_PREFIX)
+        assert (opt['distill']['adapter'] == leading) is lead
+        assert (opt['distill']['teacher_taps'] == opt['distill']['student_taps'] == ['conv_after_body']) is last_tap
+        assert opt['train']['feature_opt']['loss_weight'] == weight
+        opt['distill']['adapter'].pop('leading_identity', None)
+        for side in ('teacher_taps', 'student_taps'):
+            opt['distill'][side] = light['distill'][side]
+        opt['train']['feature_opt']['loss_weight'] = 0.3
+        assert without_name(opt) == without_name(light), key
 
 
 def test_every_committed_x4_record_still_matches_its_row():
