@@ -267,8 +267,8 @@ X4_INIT_WEIGHTS = (3e-1, 1.)
 # last tap only (where the sliced student is closest to the teacher: relative gap 0.16 against 0.97 / 1.95 at the
 # two body taps, one batch of training patches)
 LEADING_IDENTITY = {'distill.adapter.leading_identity': True}
-# the best FACD on top of teacher-slice init (group init_weight, seeds 0-1: +0.024 / +0.038 dB against init + KD); it
-# takes the confirmation's seeds 2-4 from init + centred FACD at w 3 (-0.083 at both of its seeds, 11.3)
+# the best FACD on top of teacher-slice init: it beats init + KD over seeds 0-4 (+0.025 [+0.019, +0.031] dB, report
+# +0.047; docs/ablation.md 11.3) and is the EDSR / RCAN FACD recipe; init + centred FACD at w 3 stopped at 2 seeds
 X4_INIT_FACD = 'tinit_facd_l2_w3e-1_teacher_better_centred_lead_lasttap'
 # distill.init_from_teacher, as the plugin reads it: under path, BasicSR's make_exp_dirs would makedirs(True)
 INIT_FROM_TEACHER = {'distill.init_from_teacher': True}

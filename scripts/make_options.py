@@ -90,9 +90,7 @@ CORE_VARIANTS = ('FACD', 'FACDAlways', 'FD', 'KD', 'Scratch')
 VARIANTS = {
     'FACD': ('FACDModel', 'FACD: pixel + gated output KD + gated feature-domain contrastive loss (ratio-L2)',
              "  feature_opt:\n    type: FACDContrastiveLoss\n    loss_weight: 0.3\n    form: ratio\n"
-             "    distance: l2\n    num_negatives: ~\n"
-             "    centre: false  # true: the best x2 variant (docs/ablation.md 11.2); default until x4 agrees\n", True,
-             "    mode: teacher_better\n    margin: 0.0\n"),
+             "    distance: l2\n    num_negatives: ~\n", True, "    mode: teacher_better\n    margin: 0.0\n"),
     'FACDAlways': ('FACDModel', 'FACD without the adaptive gate (every patch distilled)',
                    "  feature_opt:\n    type: FACDContrastiveLoss\n    loss_weight: 0.3\n    form: ratio\n"
                    "    distance: l2\n    num_negatives: ~\n", True, "    mode: always\n"),
@@ -153,16 +151,30 @@ def datasets_block(scale: int) -> str:
 
 # families whose student distill.init_from_teacher can cut out of the teacher (facd_basicsr/distill/teacher_init.py)
 SLICEABLE = ('EDSR', 'RCAN')
+# FACD and its two ablations; where the student can be cut out of the teacher they train the best combination the
+# x4 confirmation measured (docs/ablation.md 11.3): teacher-slice init, then FACD on centred maps at the last tap
+# only, through adapters that start as the leading-channel identity
+FACD_VARIANTS = ('FACD', 'FACDAlways', 'FACDLiteral')
 
 
-def distill_block(family: str, gate: str) -> str:
+def starts_from_teacher(variant: str, family: str) -> bool:
+    return family in SLICEABLE and variant in FACD_VARIANTS
+
+
+def distill_block(variant: str, family: str, gate: str) -> str:
     spec = FAMILIES[family]
-    init = ("  init_from_teacher: false  # true: the student starts from slices of the teacher (README, Recipes)\n"
-            if family in SLICEABLE else '')
-    return (f"distill:\n  teacher_taps: [{', '.join(spec['teacher_taps'])}]\n"
-            f"  student_taps: [{', '.join(spec['student_taps'])}]\n"
-            "  adapter:\n    type: FACDAdapter\n    kind: conv1x1\n"
-            f"  gate:\n{gate}  teacher_check: true\n{init}")
+    teacher_taps, student_taps = spec['teacher_taps'], spec['student_taps']
+    adapter = "  adapter:\n    type: FACDAdapter\n    kind: conv1x1\n"
+    if starts_from_teacher(variant, family):
+        teacher_taps = student_taps = ['conv_after_body']
+        adapter += "    leading_identity: true  # student channel c starts mapped to teacher channel c\n"
+        init = "  init_from_teacher: true  # the student starts from slices of the teacher (README, Recipes)\n"
+    elif family in SLICEABLE:
+        init = "  init_from_teacher: false  # true: the student starts from slices of the teacher (README, Recipes)\n"
+    else:
+        init = ''
+    return (f"distill:\n  teacher_taps: [{', '.join(teacher_taps)}]\n  student_taps: [{', '.join(student_taps)}]\n"
+            f"{adapter}  gate:\n{gate}  teacher_check: true\n{init}")
 
 
 def path_block(variant: str, family: str, scale: int) -> str:
@@ -176,8 +188,19 @@ def path_block(variant: str, family: str, scale: int) -> str:
     return lines + "  resume_state: ~\n"
 
 
-def train_block(variant: str) -> str:
-    _, _, feature, kd, _ = VARIANTS[variant]
+def feature_block(variant: str, family: str) -> str:
+    """``train.feature_opt`` of the variant, or '' without one; FACD variants say whether the maps are centred."""
+    feature = VARIANTS[variant][2] or ''
+    if variant in FACD_VARIANTS:
+        feature += ("    centre: true  # part of the measured best with teacher init (docs/ablation.md 11.3)\n"
+                    if starts_from_teacher(variant, family) else
+                    "    centre: false  # true: the best x2 variant (docs/ablation.md 11.2); default until x4 agrees\n")
+    return feature
+
+
+def train_block(variant: str, family: str) -> str:
+    _, _, _, kd, _ = VARIANTS[variant]
+    feature = feature_block(variant, family)
     pixel_weight = 0.5 if kd else 1.0
     text = f"""train:
   ema_decay: 0
@@ -199,7 +222,7 @@ def train_block(variant: str) -> str:
 """
     if kd:
         text += "  kd_opt:\n    type: L1Loss\n    loss_weight: 0.5\n    reduction: mean\n"
-    return text + (feature or '')
+    return text + feature
 
 
 def tail_block(scale: int) -> str:
@@ -252,8 +275,8 @@ def train_file(variant: str, family: str, scale: int) -> str:
         text += f"\n# teacher (frozen, never saved)\n{net_block('network_t', spec['teacher'], scale)}"
     text += f"\n{path_block(variant, family, scale)}"
     if model_type == 'FACDModel':
-        text += f"\n{distill_block(family, gate)}"
-    return text + f"\n{train_block(variant)}{tail_block(scale)}"
+        text += f"\n{distill_block(variant, family, gate)}"
+    return text + f"\n{train_block(variant, family)}{tail_block(scale)}"
 
 
 def test_file(variant: str, family: str, scale: int, benchmarks=BENCHMARKS, suffix: str = '') -> str:

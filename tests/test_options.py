@@ -1,6 +1,7 @@
 """Every option file parses and builds its networks; every reference variant trains 2 iterations on tiny data."""
 import glob
 import importlib.util
+import logging
 import os
 import os.path as osp
 import sys
@@ -125,30 +126,53 @@ def test_reference_variant_trains_two_iterations(path, run_dir, monkeypatch):
     option_file, name = tiny_run_options(path, run_dir)
     monkeypatch.chdir(run_dir)
     monkeypatch.setattr(sys, 'argv', ['train.py', '-opt', str(option_file)])
-    train_pipeline(str(run_dir))
+    # BasicSR sets its logger up once per process (the file and level of the first run): listen to it instead
+    messages, logger = [], logging.getLogger('basicsr')
+    handler, level = logging.Handler(), logger.level
+    handler.emit = lambda record: messages.append(record.getMessage())
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        train_pipeline(str(run_dir))
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
     models = run_dir / 'experiments' / name / 'models'
     assert osp.isfile(models / 'net_g_2.pth') and osp.isfile(models / 'net_g_latest.pth')
     opt = load(option_file)
     with_adapters = 'distill' in opt and (opt['train'].get('feature_opt') or {}).get('type') in (
         'FACDContrastiveLoss', 'FACDInfoNCELoss', 'FeatureDistillLoss')  # FAKD compares raw maps: no adapter
     assert osp.isfile(models / 'net_adapter_2.pth') == with_adapters
+    starts_from_teacher = 'distill' in opt and opt['distill'].get('init_from_teacher') is True
+    assert any('Student initialised from slices of the teacher' in m for m in messages) == starts_from_teacher
 
 
 def test_the_init_from_teacher_line_appears_exactly_where_the_teacher_can_be_sliced():
-    """Recipes that show ``init_from_teacher`` pass the slicer's pairing check; the others fail it (one clear error)."""
+    """Recipes that show ``init_from_teacher`` pass the slicer's pairing check; the others fail it (one clear error).
+    Where it can be sliced, FACD and its ablations start from the teacher with the measured best feature setup (last
+    tap, leading-identity adapter, centred maps); the other distilling recipes keep the paper's scratch start."""
+    generator = load_generator()
     from facd_basicsr.distill.teacher_init import SUPPORTED, check_pair
-    assert set(load_generator().SLICEABLE) == set(SUPPORTED)
-    shown, hidden = 0, 0
-    for rel in load_generator().all_files():
+    assert set(generator.SLICEABLE) == set(SUPPORTED)
+    shown, hidden, from_teacher = 0, 0, 0
+    for rel in generator.all_files():
         opt = load(osp.join(OPTIONS, rel))
         if opt.get('model_type') != 'FACDModel':
             continue
+        facd = (opt['train'].get('feature_opt') or {}).get('type') == 'FACDContrastiveLoss'
         if 'init_from_teacher' in opt['distill']:
-            assert opt['distill']['init_from_teacher'] is False, rel
             check_pair(opt['network_g'], opt['network_t'])
             shown += 1
+            assert opt['distill']['init_from_teacher'] is facd, rel
+            if facd:
+                from_teacher += 1
+                assert opt['distill']['teacher_taps'] == opt['distill']['student_taps'] == ['conv_after_body'], rel
+                assert opt['distill']['adapter']['leading_identity'] is True, rel
+                assert opt['train']['feature_opt']['centre'] is True, rel
         else:
             with pytest.raises(ValueError, match='init_from_teacher'):
                 check_pair(opt['network_g'], opt['network_t'])
             hidden += 1
-    assert shown >= 20 and hidden >= 8
+            assert 'leading_identity' not in opt['distill']['adapter'], rel
+            assert not facd or opt['train']['feature_opt']['centre'] is False, rel
+    assert shown >= 20 and hidden >= 8 and from_teacher == 2 * 3 * 3  # EDSR, RCAN x FACD variants x scales
