@@ -13,6 +13,7 @@ from basicsr.archs import build_network
 from basicsr.utils.options import ordered_yaml
 
 from conftest import REPO_ROOT
+from model_helpers import basicsr_log_messages
 
 OPTIONS = osp.join(REPO_ROOT, 'options')
 ALL_FILES = sorted(glob.glob(osp.join(OPTIONS, '**', '*.yml'), recursive=True))
@@ -127,16 +128,8 @@ def test_reference_variant_trains_two_iterations(path, run_dir, monkeypatch):
     monkeypatch.chdir(run_dir)
     monkeypatch.setattr(sys, 'argv', ['train.py', '-opt', str(option_file)])
     # BasicSR sets its logger up once per process (the file and level of the first run): listen to it instead
-    messages, logger = [], logging.getLogger('basicsr')
-    handler, level = logging.Handler(), logger.level
-    handler.emit = lambda record: messages.append(record.getMessage())
-    logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
-    try:
+    with basicsr_log_messages(logging.INFO) as messages:
         train_pipeline(str(run_dir))
-    finally:
-        logger.removeHandler(handler)
-        logger.setLevel(level)
     models = run_dir / 'experiments' / name / 'models'
     assert osp.isfile(models / 'net_g_2.pth') and osp.isfile(models / 'net_g_latest.pth')
     opt = load(option_file)
