@@ -23,8 +23,8 @@ from facd_basicsr.host.checkpoint import fingerprint, read_state_dict
 from facd_basicsr.tools.bicubic import bicubic_upscale
 from facd_basicsr.tools.common import load_network
 from facd_study.demo_data import TRAIN_PHOTOS, build_demo_sets
-from facd_study.experiment import (DELETE, REPO_ROOT, TrainJob, is_trained, latest_weights, load_options, restore_run,
-                                   run_cache, run_jobs, with_overrides)
+from facd_study.experiment import (DELETE, REPO_ROOT, TrainJob, is_trained, latest_weights, load_options, restore_kept,
+                                   restore_run, run_cache, run_jobs, with_overrides)
 from facd_study.sample_data import GREY_PHOTOS, SKLEARN_PHOTOS
 from facd_study.scoring import (colour_offsets, format_mean_std, markdown_table, mean_scores, read_pairs, score_outputs,
                                 seed_values, split_scores)
@@ -172,8 +172,7 @@ def train_rows(rows: Sequence[Row], seeds: Sequence[int], prefix: str, out: str,
     folder = scale.record_dir(out)
     pairs = split_pairs(scale)
     teacher_opt = load_options(scale.teacher_options)
-    if not is_trained(teacher_opt):
-        restore_run(teacher_opt, '.', run_cache())  # a new work tree: the teacher trained in an earlier session
+    restore_teacher(scale, folder)
     todo = due_runs(rows, seeds, prefix, folder, present_teacher(scale))
     if any(row.needs_teacher for row, _ in todo) and present_teacher(scale) is None:
         scratch = [(row, opt) for row, opt in todo if not row.needs_teacher]
@@ -183,6 +182,16 @@ def train_rows(rows: Sequence[Row], seeds: Sequence[int], prefix: str, out: str,
     if any(row.overrides.get('path.pretrain_network_g') == sliced_teacher_weights(scale) for row, _ in todo):
         write_sliced_teacher(scale)  # always from the present teacher: a file cut from an earlier one is stale
     run_row_jobs(row_jobs(todo, out), todo, folder, pairs, scale, parallel)
+
+
+def restore_teacher(scale: StudyScale, folder: str) -> None:
+    """Make sure ``experiments/`` has the teacher of ``scale`` when it can without training: from the run cache (a
+    new work tree on a kept machine), else from the weights committed beside its record in ``folder`` (a fresh
+    machine; ``study.py --teacher`` keeps them). Does nothing when it is there already or neither source has it."""
+    opt = load_options(scale.teacher_options)
+    if is_trained(opt) or restore_run(opt, '.', run_cache()):
+        return
+    restore_kept(opt, stored_record(opt, folder), osp.join(folder, f'{opt["name"]}.pth'))
 
 
 def due_runs(rows: Sequence[Row], seeds: Sequence[int], prefix: str, folder: str,
@@ -341,15 +350,27 @@ def score_run(opt: dict, folder: str, pairs: Mapping[str, Mapping], teacher: Opt
     return record
 
 
-def score_rows(rows: Sequence[Row], seeds: Sequence[int], prefix: str, out: str) -> Dict[str, List[dict]]:
+def score_rows(rows: Sequence[Row],
+               seeds: Sequence[int],
+               prefix: str,
+               out: str,
+               folder: Optional[str] = None) -> Dict[str, List[dict]]:
     """``{row.key: [record per seed]}`` for every run of the current options that has a record or is trained (the
     others are skipped); runs trained but not recorded are scored now, a distilled one only where this machine has
     the teacher it learnt from (:func:`is_trained` checks the teacher file). Where this machine has the teacher, only
-    records of runs that learnt from it count (a retrained teacher starts the distilled rows afresh)."""
+    records of runs that learnt from it count (a retrained teacher starts the distilled rows afresh).
+
+    With ``folder`` (the records of an earlier teacher, e.g. ``docs/study_x4_runs/teacher_5c8fea63e4bf``), only the
+    records there count, whatever teacher this machine has, and nothing is scored.
+
+    Raises:
+        ValueError: ``folder`` holds distilled records of more than one teacher (they would pair across teachers).
+    """
     scale = common_scale(rows)
-    folder = scale.record_dir(out)
-    pairs = split_pairs(scale)
-    present = present_teacher(scale)
+    frozen = folder is not None
+    folder = folder if frozen else scale.record_dir(out)
+    pairs = None if frozen else split_pairs(scale)
+    present = None if frozen else present_teacher(scale)
     records = {}
     for row in rows:
         records[row.key] = []
@@ -357,10 +378,14 @@ def score_rows(rows: Sequence[Row], seeds: Sequence[int], prefix: str, out: str)
             teacher = present if row.needs_teacher else None
             record = stored_record(opt, folder, teacher)
             # a distilled run is recorded only with the fingerprint of the teacher it learnt from
-            if record is None and is_trained(opt) and (teacher is not None or not row.needs_teacher):
+            if record is None and not frozen and is_trained(opt) and (teacher is not None or not row.needs_teacher):
                 record = score_run(opt, folder, pairs, teacher)
             if record is not None:
                 records[row.key].append(record)
+    teachers = {run['teacher'][:12] for row in rows if row.needs_teacher for run in records[row.key]}
+    if len(teachers) > 1:
+        raise ValueError(f'{folder} holds distilled records of {len(teachers)} teachers ({", ".join(sorted(teachers))})'
+                         ': their runs do not pair; keep each teacher\'s records in a folder of their own')
     return records
 
 

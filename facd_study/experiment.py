@@ -24,7 +24,9 @@ from typing import Any, Callable, Dict, List, Mapping, Optional
 import yaml
 from tqdm import tqdm
 
+from facd_basicsr.host.checkpoint import atomic_torch_save, fingerprint, network_state
 from facd_basicsr.host.option_file import load_option_file
+from facd_basicsr.tools.common import load_network
 
 REPO_ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 TRAIN_ENTRY = osp.join(REPO_ROOT, 'facd_basicsr', 'train.py')
@@ -290,6 +292,28 @@ def restore_run(opt: dict, root: str, cache: str, check_inputs: bool = True) -> 
             os.makedirs(osp.dirname(osp.join(target, rel)), exist_ok=True)
             shutil.copy2(osp.join(folder, file_name), osp.join(target, rel))
     return is_trained(opt, root, check_inputs)
+
+
+def restore_kept(opt: dict, record: Optional[Mapping], weights_path: str, root: str = '.') -> bool:
+    """Put the committed final weights of run ``opt`` back into ``experiments/`` as a finished run; True when done.
+
+    Only for runs that start from no weight file (the study teachers): what a distilled run learnt from cannot be
+    vouched for by its weights alone. ``record`` is the run's record of the same options (``stored_record``) and
+    ``weights_path`` its kept file (``{'params': state_dict}``); nothing is written unless the file is exactly the
+    network the record scored (its ``student`` fingerprint). A clone of main on a fresh machine thus gets the x4
+    teacher back instead of training it again (about 2 h, and, measured twice, other weights: docs/ablation.md).
+    """
+    if run_inputs(opt, root) or not record or not record.get('student') or not osp.isfile(weights_path):
+        return False
+    net = load_network(opt['network_g'], weights_path)
+    if fingerprint(net) != record['student']:
+        return False
+    folder = osp.join(root, 'experiments', opt['name'])
+    os.makedirs(osp.join(folder, 'models'), exist_ok=True)
+    atomic_torch_save({'params': network_state(net)}, latest_weights(opt['name'], root), 'restored weights')
+    write_inputs({}, folder)
+    write_options(opt, osp.join(folder, 'run_options.yml'))
+    return is_trained(opt, root)
 
 
 def _newest_state_iter(run_folder: str) -> Optional[int]:

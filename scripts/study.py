@@ -33,9 +33,9 @@ sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
 import facd_basicsr  # noqa: E402,F401  (compat alias before basicsr)
 from facd_basicsr.tools.common import build_arch, load_network  # noqa: E402
-from facd_study.ablation import (SCALES, crop_luma_std, reference_scores, report_markdown, score_rows,  # noqa: E402
-                                 score_run, split_pairs, stored_record, teacher_fingerprint, teacher_weights,
-                                 train_rows)
+from facd_study.ablation import (SCALES, crop_luma_std, reference_scores, report_markdown,  # noqa: E402
+                                 restore_teacher, score_rows, score_run, split_pairs, stored_record,
+                                 teacher_fingerprint, teacher_weights, train_rows)
 from facd_study.colour_probe import flat_summary, held_out_pairs, photo_summary  # noqa: E402
 from facd_study.experiment import TrainJob, latest_weights, load_options, run_cache, run_jobs  # noqa: E402
 from facd_study.kept_weights import keep_weights  # noqa: E402
@@ -68,6 +68,9 @@ def parse_args() -> argparse.Namespace:
                         help='rows to give paired (same-seed) PSNR differences to (default: the group\'s, see '
                         'GROUP_VERSUS; else scratch kd fd_l1_w1e-2)')
     parser.add_argument('--score-only', action='store_true', help='do not train; tabulate the runs that exist')
+    parser.add_argument('--records', metavar='DIR',
+                        help='with --score-only: tabulate the records in DIR instead (an earlier teacher\'s, e.g. '
+                        'docs/study_x4_runs/teacher_5c8fea63e4bf), whatever teacher this machine has')
     parser.add_argument('--keep-weights', action='store_true',
                         help='copy the final student weights of every recorded run of the rows and seeds next to '
                         'its record (<run>.pth; for the decisive x4 rows, to be committed)')
@@ -79,6 +82,7 @@ def train_teacher(scale) -> None:
     scale.build_data()
     teacher = load_options(scale.teacher_options)
     out = f'{OUT}/{scale.name}'
+    restore_teacher(scale, scale.record_dir(OUT))  # the committed teacher of the records, when there is one
     run_jobs([TrainJob(teacher, f'{out}/options/teacher.yml', f'{out}/logs/teacher.log', 'teacher')], cache=run_cache())
     for name, scores in reference_scores(scale).items():
         print(name, ', '.join(f'{key} {value:.4f}' for key, value in scores.items()))
@@ -90,6 +94,8 @@ def train_teacher(scale) -> None:
               'runs distilled now are not paired with the recorded ones. On this machine the tables count only runs '
               'of this teacher; the distilled rows train again and their new records replace the old ones.')
     score_run(teacher, scale.record_dir(OUT), split_pairs(scale), sha)  # this teacher's record
+    if scale.records:  # committed records: commit the teacher's weights with them, or a fresh machine retrains it
+        print(f'teacher weights kept at {keep_weights(teacher, scale.record_dir(OUT))}')
 
 
 def print_texture(scale) -> None:
@@ -191,18 +197,24 @@ def main() -> None:
     rows = [table[key] for key in keys]
     if args.colour_probe:
         return print_colour_probe(scale, rows, args.seeds, prefix)
+    if args.records and (not args.score_only or args.keep_weights):
+        raise ValueError('--records only tabulates: give it with --score-only and without --keep-weights')
     if not args.score_only:
         train_rows(rows, args.seeds, prefix, OUT, args.parallel)
     versus_keys = args.versus or list(GROUP_VERSUS.get(args.group, ('scratch', 'kd', 'fd_l1_w1e-2')))
     versus = [table[key] for key in versus_keys if key in table and key not in keys]
-    records = score_rows(rows + versus, args.seeds, prefix, OUT)
+    records = score_rows(rows + versus, args.seeds, prefix, OUT, args.records)
     if args.keep_weights:
         keep_row_weights(rows, records, args.seeds, prefix, scale)
     intro = (f'Seeds {args.seeds}; PSNR/SSIM on the Y channel, crop {scale.scale}, mean ± sample std over seeds. '
              + INTRO)
+    references = reference_scores(scale)
+    if args.records:  # the teacher here is not the one those runs learnt from: its record in DIR has its scores
+        references.pop('teacher', None)
+        intro = f'Records of {args.records}. ' + intro
     title = f'FACD study ({scale.name}): {args.group or "selected rows"}'
     decide = functools.partial(decision_table, bicubic=bicubic_photo_scores(scale))
-    text = report_markdown(title, intro, rows, records, reference_scores(scale), 'scripts/study.py', versus_keys,
+    text = report_markdown(title, intro, rows, records, references, 'scripts/study.py', versus_keys,
                            table=decide)
     os.makedirs(OUT, exist_ok=True)
     path = osp.join(OUT, f'{args.group or ("rows" if scale.name == "x2" else "x4_rows")}.md')

@@ -6,6 +6,7 @@ import json
 import math
 import os
 import os.path as osp
+import shutil
 
 import cv2
 import numpy as np
@@ -17,8 +18,8 @@ from basicsr.archs import build_network
 from facd_basicsr.host.checkpoint import fingerprint
 from facd_basicsr.tools import evaluate
 from facd_basicsr.tools.bicubic import bicubic_lr
-from facd_study.ablation import X4, Row, score_run, stored_record
-from facd_study.experiment import is_trained
+from facd_study.ablation import X4, Row, present_teacher, restore_teacher, score_rows, score_run, stored_record
+from facd_study.experiment import is_trained, latest_weights, load_options, restore_kept
 from facd_study.kept_weights import keep_weights, kept_path
 from facd_study.negative_distance import negative_distances, random_lr_crops
 from facd_study.paired import (LOSES, NO, YES, colour_offset, paired_interval, t_quantile, t_two_sided, verdict,
@@ -278,10 +279,11 @@ def test_every_committed_x4_record_still_matches_its_row():
 
 
 def test_every_committed_x4_weights_file_is_the_student_its_record_scored():
-    """docs/study_x4_runs/<run>.pth loads strictly into stock BasicSR's network of the record's options, and its
-    weights fingerprint is the one the record was scored with: the committed files re-score the tables."""
-    paths = sorted(glob.glob(osp.join(X4.records, 'x4_*.pth')))
-    assert paths, 'no kept x4 weights committed'
+    """docs/study_x4_runs/<run>.pth (and those kept with an earlier teacher's records in a subfolder) loads strictly
+    into stock BasicSR's network of the record's options, and its weights fingerprint is the one the record was
+    scored with: the committed files re-score the tables. The teacher's file is checked the same way."""
+    paths = sorted(glob.glob(osp.join(X4.records, '*.pth')) + glob.glob(osp.join(X4.records, '*', '*.pth')))
+    assert len([p for p in paths if osp.basename(p).startswith('x4_')]) >= 10, 'no kept x4 weights committed'
     for path in paths:
         with open(path[:-len('.pth')] + '.json') as f:
             rec = json.load(f)
@@ -367,6 +369,65 @@ def test_keep_weights_takes_a_run_from_before_the_inputs_record_by_its_fingerpri
     (tmp_path / 'start.pth').write_bytes(b'changed since')
     path = keep_weights(opt, str(tmp_path / 'records'), pairs)  # ... but its weights are the recorded ones
     assert osp.isfile(path)
+
+
+def test_restore_kept_puts_the_committed_weights_back_as_a_finished_run(scored_run, tmp_path):
+    opt, pairs, rec = scored_run
+    path = keep_weights(opt, str(tmp_path / 'records'), pairs)
+    trained = torch.load(latest_weights(opt['name']), weights_only=True)['params']
+    shutil.rmtree(tmp_path / 'experiments')  # a fresh machine: only the clone's committed files
+    assert not is_trained(opt)
+    assert restore_kept(opt, rec, path)
+    assert is_trained(opt)  # the study counts it as trained: it is not trained again
+    restored = torch.load(latest_weights(opt['name']), weights_only=True)['params']
+    assert list(restored) == list(trained) and all(torch.equal(restored[k], trained[k]) for k in trained)
+
+
+def test_restore_kept_writes_nothing_for_other_weights_or_a_run_with_a_starting_file(scored_run, tmp_path):
+    opt, pairs, rec = scored_run
+    path = keep_weights(opt, str(tmp_path / 'records'), pairs)
+    shutil.rmtree(tmp_path / 'experiments')
+    state = torch.load(path, weights_only=True)
+    state['params']['conv_last.bias'][0] += 1e-3  # not the network the record scored
+    torch.save(state, str(tmp_path / 'other.pth'))
+    assert not restore_kept(opt, rec, str(tmp_path / 'other.pth'))
+    assert not restore_kept(opt, None, path)  # no record of these options
+    assert not osp.exists(tmp_path / 'experiments')
+    student = dict(opt, path=dict(opt['path'], pretrain_network_g=path))  # starts from a file: not vouched for
+    assert not restore_kept(student, dict(rec, options=student), path)
+    assert not osp.exists(tmp_path / 'experiments')
+
+
+def test_a_fresh_machine_gets_the_committed_teacher_instead_of_training_it(tmp_path, monkeypatch):
+    """What ``train_rows`` and ``study.py --teacher`` call first: no experiments/, an empty run cache, and the teacher's
+    record with its kept weights in the record folder give the teacher of those records back."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv('FACD_STUDY_CACHE', str(tmp_path / 'cache'))
+    opt = load_options(X4.teacher_options)
+    torch.manual_seed(3)
+    net = build_network(dict(opt['network_g']))
+    os.makedirs(tmp_path / 'records')
+    torch.save({'params': net.state_dict()}, str(tmp_path / 'records' / f'{opt["name"]}.pth'))
+    with open(tmp_path / 'records' / f'{opt["name"]}.json', 'w') as f:
+        json.dump({'name': opt['name'], 'options': opt, 'student': fingerprint(net), 'gate_on': 0.0}, f)
+    assert present_teacher(X4) is None
+    restore_teacher(X4, str(tmp_path / 'records'))
+    assert is_trained(opt) and present_teacher(X4) == fingerprint(net)
+
+
+def test_score_rows_of_a_frozen_folder_reads_only_its_records_and_refuses_two_teachers(tmp_path):
+    """``study.py --score-only --records DIR``: an earlier teacher's records tabulate on any machine, and records of
+    two teachers are never paired."""
+    earlier = osp.join(X4.records, 'teacher_302e14c58531')
+    for seed in (0, 1):
+        shutil.copy(osp.join(earlier, f'x4_kd_s{seed}.json'), tmp_path)
+    records = score_rows([X4_ROWS['kd']], [0, 1, 2], X4_PREFIX, str(tmp_path / 'out'), str(tmp_path))
+    assert [run['options']['manual_seed'] for run in records['kd']] == [0, 1]
+    assert {run['teacher'][:12] for run in records['kd']} == {'302e14c58531'}
+    assert not osp.exists(tmp_path / 'out')  # nothing scored or written
+    shutil.copy(osp.join(X4.records, 'teacher_5c8fea63e4bf', 'x4_kd_s1.json'), tmp_path)  # another teacher
+    with pytest.raises(ValueError, match='2 teachers'):
+        score_rows([X4_ROWS['kd']], [0, 1], X4_PREFIX, str(tmp_path / 'out'), str(tmp_path))
 
 
 def test_keep_weights_refuses_weights_that_are_not_the_recorded_run(scored_run, tmp_path):
