@@ -157,7 +157,12 @@ def common_scale(rows: Sequence[Row]) -> StudyScale:
     return rows[0].scale
 
 
-def train_rows(rows: Sequence[Row], seeds: Sequence[int], prefix: str, out: str, parallel: int) -> None:
+def train_rows(rows: Sequence[Row],
+               seeds: Sequence[int],
+               prefix: str,
+               out: str,
+               parallel: int,
+               on_record: Optional[Callable[[dict, str], object]] = None) -> None:
     """Train every (row, seed) run that has neither a record of the same options nor a finished run, ``parallel`` at
     a time, and record each run (:func:`score_run`) as soon as it finishes: a session may end before the others.
 
@@ -165,7 +170,8 @@ def train_rows(rows: Sequence[Row], seeds: Sequence[int], prefix: str, out: str,
     that need no teacher (scratch) using the other slots meanwhile, and only then is it decided which distilled runs
     are due, against the teacher just trained (a record of another teacher does not count, even when it was
     committed before this machine had one). That first call ends with its slowest run, and a failed scratch run
-    stops the study before any distilled run starts.
+    stops the study before any distilled run starts. ``on_record(opt, folder)`` is called after each record is
+    written (the teacher's too); ``study.py`` keeps the weights of committed records with it.
     """
     scale = common_scale(rows)
     scale.build_data()
@@ -177,11 +183,11 @@ def train_rows(rows: Sequence[Row], seeds: Sequence[int], prefix: str, out: str,
     if any(row.needs_teacher for row, _ in todo) and present_teacher(scale) is None:
         scratch = [(row, opt) for row, opt in todo if not row.needs_teacher]
         jobs = [TrainJob(teacher_opt, f'{out}/options/teacher.yml', f'{out}/logs/teacher.log', 'teacher')]
-        run_row_jobs(jobs + row_jobs(scratch, out), scratch, folder, pairs, scale, parallel)
+        run_row_jobs(jobs + row_jobs(scratch, out), scratch, folder, pairs, scale, parallel, on_record)
         todo = due_runs(rows, seeds, prefix, folder, present_teacher(scale))
     if any(row.overrides.get('path.pretrain_network_g') == sliced_teacher_weights(scale) for row, _ in todo):
         write_sliced_teacher(scale)  # always from the present teacher: a file cut from an earlier one is stale
-    run_row_jobs(row_jobs(todo, out), todo, folder, pairs, scale, parallel)
+    run_row_jobs(row_jobs(todo, out), todo, folder, pairs, scale, parallel, on_record)
 
 
 def restore_teacher(scale: StudyScale, folder: str) -> None:
@@ -211,10 +217,16 @@ def row_jobs(todo: Sequence[tuple], out: str) -> List[TrainJob]:
     ]
 
 
-def run_row_jobs(jobs: List[TrainJob], todo: Sequence[tuple], folder: str, pairs, scale: StudyScale,
-                 parallel: int) -> None:
+def run_row_jobs(jobs: List[TrainJob],
+                 todo: Sequence[tuple],
+                 folder: str,
+                 pairs,
+                 scale: StudyScale,
+                 parallel: int,
+                 on_record: Optional[Callable[[dict, str], object]] = None) -> None:
     """Train ``jobs`` and record each as soon as it finishes (a session may end before the others): the runs of
-    ``todo`` with the teacher they learnt from, the teacher with its scores and fingerprint."""
+    ``todo`` with the teacher they learnt from, the teacher with its scores and fingerprint; then ``on_record(opt,
+    folder)`` when given."""
     by_name = {opt['name']: row for row, opt in todo}
     teacher_name = load_options(scale.teacher_options)['name']
 
@@ -223,6 +235,10 @@ def run_row_jobs(jobs: List[TrainJob], todo: Sequence[tuple], folder: str, pairs
             score_run(job.opt, folder, pairs, teacher_fingerprint(scale))
         elif job.name in by_name:
             score_run(job.opt, folder, pairs, teacher_fingerprint(scale) if by_name[job.name].needs_teacher else None)
+        else:
+            return
+        if on_record is not None:
+            on_record(job.opt, folder)
 
     if jobs:
         run_jobs(jobs, parallel=parallel, cache=run_cache(), on_finish=record)
@@ -382,8 +398,8 @@ def score_rows(rows: Sequence[Row],
                 record = score_run(opt, folder, pairs, teacher)
             if record is not None:
                 records[row.key].append(record)
-    teachers = {run['teacher'][:12] for row in rows if row.needs_teacher for run in records[row.key]}
-    if len(teachers) > 1:
+    teachers = {(run.get('teacher') or '')[:12] for row in rows if row.needs_teacher for run in records[row.key]}
+    if frozen and len(teachers) > 1:  # elsewhere the table's note names the mix (teacher_note)
         raise ValueError(f'{folder} holds distilled records of {len(teachers)} teachers ({", ".join(sorted(teachers))})'
                          ': their runs do not pair; keep each teacher\'s records in a folder of their own')
     return records

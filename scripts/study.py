@@ -199,8 +199,8 @@ def main() -> None:
         return print_colour_probe(scale, rows, args.seeds, prefix)
     if args.records and (not args.score_only or args.keep_weights):
         raise ValueError('--records only tabulates: give it with --score-only and without --keep-weights')
-    if not args.score_only:
-        train_rows(rows, args.seeds, prefix, OUT, args.parallel)
+    if not args.score_only:  # committed records (x4): each run's weights land beside its record, ready to commit
+        train_rows(rows, args.seeds, prefix, OUT, args.parallel, keep_weights if scale.records else None)
     versus_keys = args.versus or list(GROUP_VERSUS.get(args.group, ('scratch', 'kd', 'fd_l1_w1e-2')))
     versus = [table[key] for key in versus_keys if key in table and key not in keys]
     records = score_rows(rows + versus, args.seeds, prefix, OUT, args.records)

@@ -235,3 +235,30 @@ def test_a_teacher_in_the_run_cache_is_restored_before_the_due_runs_are_decided(
     train_rows([kd], [0, 1], X4_PREFIX, 'results/study', parallel=2)
     assert calls == [['x4_kd_s1']]  # seed 0 learnt from this teacher
     assert osp.isfile(osp.join('experiments', teacher_opt['name'], 'models', 'net_g_latest.pth'))
+
+
+def test_on_record_follows_every_record_the_teacher_included(small_x4, monkeypatch):
+    """study.py keeps each committed record's weights through ``on_record``: called once per run, right after its
+    record is written, so a session that ends mid-study leaves every finished run with its weights."""
+    kd = dataclasses.replace(x4_registry()['kd'], scale=small_x4)
+    scratch = dataclasses.replace(x4_registry()['scratch'], scale=small_x4)
+    teacher = {'now': None}
+    events = []
+
+    def fake_run_jobs(jobs, on_finish, **kwargs):  # each job trains, then the driver's hook records it
+        for job in jobs:
+            if job.name.startswith('study_x4_teacher'):
+                teacher['now'] = 'b' * 64
+            on_finish(job)
+
+    monkeypatch.setattr(ablation, 'run_jobs', fake_run_jobs)
+    monkeypatch.setattr(ablation, 'present_teacher', lambda scale: teacher['now'])
+    monkeypatch.setattr(ablation, 'teacher_fingerprint', lambda scale: teacher['now'])
+    monkeypatch.setattr(ablation, 'split_pairs', lambda scale: {})
+    monkeypatch.setattr(ablation, 'score_run', lambda opt, folder, pairs, fp: write_record(small_x4, opt, 30.) or
+                        events.append(('record', opt['name'])))
+    train_rows([kd, scratch], [0], X4_PREFIX, 'results/study', parallel=2,
+               on_record=lambda opt, folder: events.append(('keep', opt['name'], folder)))
+    names = [event[1] for event in events if event[0] == 'record']
+    assert names[0].startswith('study_x4_teacher') and sorted(names[1:]) == ['x4_kd_s0', 'x4_scratch_s0']
+    assert events == [e for name in names for e in (('record', name), ('keep', name, small_x4.records))]
