@@ -162,7 +162,8 @@ def train_rows(rows: Sequence[Row],
                prefix: str,
                out: str,
                parallel: int,
-               on_record: Optional[Callable[[dict, str], object]] = None) -> None:
+               on_record: Optional[Callable[[dict, str], object]] = None,
+               start_before: Optional[float] = None) -> None:
     """Train every (row, seed) run that has neither a record of the same options nor a finished run, ``parallel`` at
     a time, and record each run (:func:`score_run`) as soon as it finishes: a session may end before the others.
 
@@ -171,7 +172,8 @@ def train_rows(rows: Sequence[Row],
     are due, against the teacher just trained (a record of another teacher does not count, even when it was
     committed before this machine had one). That first call ends with its slowest run, and a failed scratch run
     stops the study before any distilled run starts. ``on_record(opt, folder)`` is called after each record is
-    written (the teacher's too); ``study.py`` keeps the weights of committed records with it.
+    written (the teacher's too); ``study.py`` keeps the weights of committed records with it. No run starts after
+    ``start_before`` (``time.time()``; :func:`run_jobs`).
     """
     scale = common_scale(rows)
     scale.build_data()
@@ -183,11 +185,11 @@ def train_rows(rows: Sequence[Row],
     if any(row.needs_teacher for row, _ in todo) and present_teacher(scale) is None:
         scratch = [(row, opt) for row, opt in todo if not row.needs_teacher]
         jobs = [TrainJob(teacher_opt, f'{out}/options/teacher.yml', f'{out}/logs/teacher.log', 'teacher')]
-        run_row_jobs(jobs + row_jobs(scratch, out), scratch, folder, pairs, scale, parallel, on_record)
+        run_row_jobs(jobs + row_jobs(scratch, out), scratch, folder, pairs, scale, parallel, on_record, start_before)
         todo = due_runs(rows, seeds, prefix, folder, present_teacher(scale))
     if any(row.overrides.get('path.pretrain_network_g') == sliced_teacher_weights(scale) for row, _ in todo):
         write_sliced_teacher(scale)  # always from the present teacher: a file cut from an earlier one is stale
-    run_row_jobs(row_jobs(todo, out), todo, folder, pairs, scale, parallel, on_record)
+    run_row_jobs(row_jobs(todo, out), todo, folder, pairs, scale, parallel, on_record, start_before)
 
 
 def restore_teacher(scale: StudyScale, folder: str) -> None:
@@ -223,7 +225,8 @@ def run_row_jobs(jobs: List[TrainJob],
                  pairs,
                  scale: StudyScale,
                  parallel: int,
-                 on_record: Optional[Callable[[dict, str], object]] = None) -> None:
+                 on_record: Optional[Callable[[dict, str], object]] = None,
+                 start_before: Optional[float] = None) -> None:
     """Train ``jobs`` and record each as soon as it finishes (a session may end before the others): the runs of
     ``todo`` with the teacher they learnt from, the teacher with its scores and fingerprint; then ``on_record(opt,
     folder)`` when given."""
@@ -241,7 +244,7 @@ def run_row_jobs(jobs: List[TrainJob],
             on_record(job.opt, folder)
 
     if jobs:
-        run_jobs(jobs, parallel=parallel, cache=run_cache(), on_finish=record)
+        run_jobs(jobs, parallel=parallel, cache=run_cache(), on_finish=record, start_before=start_before)
 
 
 def split_pairs(scale: StudyScale) -> Dict[str, Mapping]:

@@ -381,7 +381,7 @@ def _next_ready(pending: List[TrainJob], running: Dict[int, TrainJob]) -> Option
 
 def run_jobs(jobs: List[TrainJob], parallel: int = 1, root: str = '.', poll_s: float = 2., force: bool = False,
              threads: int = 1, cache: Optional[str] = None,
-             on_finish: Optional[Callable[[TrainJob], None]] = None) -> List[str]:
+             on_finish: Optional[Callable[[TrainJob], None]] = None, start_before: Optional[float] = None) -> List[str]:
     """Train every job that is not trained yet, ``parallel`` at a time, each with a progress bar.
 
     Args:
@@ -398,6 +398,8 @@ def run_jobs(jobs: List[TrainJob], parallel: int = 1, root: str = '.', poll_s: f
             newest checkpoint of every running run (continued by ``--auto_resume`` from a new work tree).
         on_finish (callable | None): called with each job that finished well, as soon as it finished (e.g. to score
             and record it before a session ends).
+        start_before (float | None): ``time.time()`` after which no run starts (the runs in flight finish): a
+            session that ends at a known time does not start a run it would lose. Default: None (no limit).
 
     Returns:
         list[str]: names of the runs trained now (reused runs are not listed).
@@ -415,9 +417,9 @@ def run_jobs(jobs: List[TrainJob], parallel: int = 1, root: str = '.', poll_s: f
     errors, trained = [], []
     previous = signal.signal(signal.SIGTERM, _raise_exit)  # a killed script takes its runs with it
     try:
-        while pending or running:
+        while (pending and not _too_late(start_before)) or running:
             for slot in range(parallel):
-                job = _next_ready(pending, running) if slot not in running else None
+                job = _next_ready(pending, running) if slot not in running and not _too_late(start_before) else None
                 if job is not None:
                     running[slot] = job
                     _start(job, root, threads)
@@ -450,6 +452,13 @@ def run_jobs(jobs: List[TrainJob], parallel: int = 1, root: str = '.', poll_s: f
         signal.signal(signal.SIGTERM, previous)
         for job in running.values():  # interrupted: do not leave orphans behind
             job.process.terminate()
+    left = [job.name for job in pending]  # started jobs leave the list
+    if left:
+        print(f'Not started (--start-before): {len(left)} run(s), {", ".join(left)}', flush=True)
     if errors:
         raise RuntimeError('\n\n'.join(errors))
     return trained
+
+
+def _too_late(start_before: Optional[float]) -> bool:
+    return start_before is not None and time.time() >= start_before

@@ -328,6 +328,10 @@ X4_GROUPS = {
     'confirm': ('kd', 'fd_l2_w3e-5', 'facd_l2_w3e0_teacher_better', 'facd_l2_w3e0_teacher_better_centred',
                 f'facd_l2_w{tag(X4_HISTORY_WEIGHT)}_history_teacher_better', 'tinit', 'tinit_kd',
                 'tinit_facd_l2_w3e0_teacher_better_centred', X4_INIT_FACD),
+    # the third x4 teacher (11.4): the rows that answer "does FACD beat KD / FD" at five seeds, seed-major, then the
+    # history row (its own call). Init + KD against init + FACD has its five seeds on the second teacher (11.3).
+    'scratch_confirm': ('kd', 'fd_l2_w3e-5', 'facd_l2_w3e0_teacher_better', 'facd_l2_w3e0_teacher_better_centred',
+                        'tinit'),
     # does FACD add anything on top of teacher-slice init at a lighter weight? (11.3)
     'init_weight': ('tinit_kd', ) + tuple(f'tinit_facd_l2_w{tag(w)}_teacher_better_centred' for w in X4_INIT_WEIGHTS) +
     ('tinit_facd_l2_w3e0_teacher_better_centred', 'tinit_facd_l2_w3e-1_teacher_better_centred_lead', X4_INIT_FACD,
@@ -338,5 +342,6 @@ GROUP_VERSUS = {
     'screen': ('kd', 'fd_l2_w3e-4', 'facd_l2_w3e-1_teacher_better'),
     'colour': ('kd', 'fd_l2_w3e-4', 'facd_l2_w3e-1_teacher_better'),
     'confirm': ('kd', 'fd_l2_w3e-5', 'facd_l2_w3e0_teacher_better', 'tinit', 'tinit_kd'),
+    'scratch_confirm': ('kd', 'fd_l2_w3e-5', 'facd_l2_w3e0_teacher_better'),
     'init_weight': ('tinit_kd', ),
 }

@@ -21,6 +21,7 @@ Tables give paired differences with 95 % t-intervals and say whether a row beats
 (docs/ablation.md, "How we decide that a variant beats another").
 """
 import argparse
+import datetime
 import functools
 import os
 import os.path as osp
@@ -68,6 +69,9 @@ def parse_args() -> argparse.Namespace:
                         help='rows to give paired (same-seed) PSNR differences to (default: the group\'s, see '
                         'GROUP_VERSUS; else scratch kd fd_l1_w1e-2)')
     parser.add_argument('--score-only', action='store_true', help='do not train; tabulate the runs that exist')
+    parser.add_argument('--start-before', metavar='HH:MM', type=clock_time,
+                        help='start no run after this time of day (runs in flight finish): a session that ends at a '
+                        'known time does not start an x4 run (about 50 min) it would lose')
     parser.add_argument('--records', metavar='DIR',
                         help='with --score-only: tabulate the records in DIR instead (an earlier teacher\'s, e.g. '
                         'docs/study_x4_runs/teacher_5c8fea63e4bf), whatever teacher this machine has')
@@ -75,6 +79,18 @@ def parse_args() -> argparse.Namespace:
                         help='copy the final student weights of every recorded run of the rows and seeds next to '
                         'its record (<run>.pth; for the decisive x4 rows, to be committed)')
     return parser.parse_args()
+
+
+def clock_time(text: str) -> float:
+    """``HH:MM`` (local time, today; tomorrow when it is already past) as ``time.time()`` seconds."""
+    try:
+        hour, minute = (int(part) for part in text.split(':'))
+        moment = datetime.datetime.combine(datetime.date.today(), datetime.time(hour, minute))
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(f'{text!r} is not a time of day HH:MM ({error})') from None
+    if moment < datetime.datetime.now():
+        moment += datetime.timedelta(days=1)
+    return moment.timestamp()
 
 
 def train_teacher(scale) -> None:
@@ -200,7 +216,8 @@ def main() -> None:
     if args.records and (not args.score_only or args.keep_weights):
         raise ValueError('--records only tabulates: give it with --score-only and without --keep-weights')
     if not args.score_only:  # committed records (x4): each run's weights land beside its record, ready to commit
-        train_rows(rows, args.seeds, prefix, OUT, args.parallel, keep_weights if scale.records else None)
+        train_rows(rows, args.seeds, prefix, OUT, args.parallel, keep_weights if scale.records else None,
+                   args.start_before)
     versus_keys = args.versus or list(GROUP_VERSUS.get(args.group, ('scratch', 'kd', 'fd_l1_w1e-2')))
     versus = [table[key] for key in versus_keys if key in table and key not in keys]
     records = score_rows(rows + versus, args.seeds, prefix, OUT, args.records)

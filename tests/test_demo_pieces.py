@@ -5,6 +5,7 @@ import math
 import os
 import os.path as osp
 import shutil
+import time
 
 import cv2
 import lmdb
@@ -207,6 +208,15 @@ def test_jobs_wait_for_their_after_run():
     assert _next_ready(pending, running).name == 'facd'
     with pytest.raises(ValueError, match='wait for each other'):
         _next_ready([job('a', after='b'), job('b', after='a')], {})
+
+
+def test_run_jobs_starts_nothing_after_start_before_and_names_what_it_left(run_dir, capsys):
+    opt = with_overrides(load_options(osp.join(REPO_ROOT, 'options', 'tiny', 'train_teacher_tiny_x2.yml')), {
+        'name': 'pieces_late', 'train.total_iter': 3, 'logger.use_tb_logger': False, 'val': DELETE})
+    job = TrainJob(opt, str(run_dir / 'gen' / 'late.yml'), str(run_dir / 'logs' / 'late.log'))
+    assert run_jobs([job], root=str(run_dir), poll_s=0.2, start_before=time.time() - 1) == []
+    assert job.process is None and not osp.exists(run_dir / 'experiments' / 'pieces_late')
+    assert 'Not started (--start-before): 1 run(s), pieces_late' in capsys.readouterr().out
 
 
 def test_a_cached_run_is_restored_instead_of_trained(run_dir, tmp_path_factory):
