@@ -193,13 +193,40 @@ def train_rows(rows: Sequence[Row],
 
 
 def restore_teacher(scale: StudyScale, folder: str) -> None:
-    """Make sure ``experiments/`` has the teacher of ``scale`` when it can without training: from the run cache (a
-    new work tree on a kept machine), else from the weights committed beside its record in ``folder`` (a fresh
-    machine; ``study.py --teacher`` keeps them). Does nothing when it is there already or neither source has it."""
+    """Make sure ``experiments/`` has the teacher of ``scale`` when it can without training. The teacher committed
+    beside its record in ``folder`` (``study.py --teacher`` keeps it) comes first: a fresh machine gets it back. Without
+    a committed file, the run cache's copy (a new work tree on a kept machine) is restored. Nothing happens when
+    neither has it, and the call then trains a new teacher.
+
+    Raises:
+        ValueError: a teacher file is committed in ``folder`` but this machine ends up with another teacher (one
+            already in ``experiments/`` or the run cache), or the file is not the network its record scored: training
+            on would retrain every distilled row and overwrite the committed records.
+    """
     opt = load_options(scale.teacher_options)
-    if is_trained(opt) or restore_run(opt, '.', run_cache()):
+    kept = osp.join(folder, f'{opt["name"]}.pth')
+    record = stored_record(opt, folder)
+    if not is_trained(opt) and not (osp.isfile(kept) and restore_kept(opt, record, kept)):
+        restore_run(opt, '.', run_cache())
+    if not osp.isfile(kept):
         return
-    restore_kept(opt, stored_record(opt, folder), osp.join(folder, f'{opt["name"]}.pth'))
+    committed, present = (record or {}).get('student'), present_teacher(scale)
+    if present != committed:
+        raise ValueError(
+            f'{kept} is the committed x4 teacher ({committed[:12] if committed else "no record of these options"}, '
+            f'file {file_fingerprint(opt, kept)}), but this machine has teacher '
+            f'{present[:12] if present else "none"} (experiments/{opt["name"]} or the run cache). To continue the '
+            f'committed study, move that teacher away; to start another study, move the committed records of '
+            f'{folder} into a folder of their own (docs/ablation.md 11.4).')
+
+
+def file_fingerprint(opt: dict, path: str) -> str:
+    """The first 12 hex digits of the weights fingerprint of ``path`` in ``opt['network_g']``, or why it does not
+    load (for messages)."""
+    try:
+        return fingerprint(load_network(opt['network_g'], path))[:12]
+    except (RuntimeError, KeyError, ValueError) as error:
+        return f'does not load: {str(error).splitlines()[0]}'
 
 
 def due_runs(rows: Sequence[Row], seeds: Sequence[int], prefix: str, folder: str,
@@ -241,7 +268,10 @@ def run_row_jobs(jobs: List[TrainJob],
         else:
             return
         if on_record is not None:
-            on_record(job.opt, folder)
+            try:  # the runs still training must not stop because one file could not be kept
+                on_record(job.opt, folder)
+            except (OSError, ValueError) as error:
+                print(f'NOT kept: {error}', flush=True)
 
     if jobs:
         run_jobs(jobs, parallel=parallel, cache=run_cache(), on_finish=record, start_before=start_before)
@@ -401,7 +431,8 @@ def score_rows(rows: Sequence[Row],
                 record = score_run(opt, folder, pairs, teacher)
             if record is not None:
                 records[row.key].append(record)
-    teachers = {(run.get('teacher') or '')[:12] for row in rows if row.needs_teacher for run in records[row.key]}
+    teachers = {run['teacher'][:12] for row in rows if row.needs_teacher for run in records[row.key]
+                if run.get('teacher')}
     if frozen and len(teachers) > 1:  # elsewhere the table's note names the mix (teacher_note)
         raise ValueError(f'{folder} holds distilled records of {len(teachers)} teachers ({", ".join(sorted(teachers))})'
                          ': their runs do not pair; keep each teacher\'s records in a folder of their own')

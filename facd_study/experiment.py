@@ -305,7 +305,10 @@ def restore_kept(opt: dict, record: Optional[Mapping], weights_path: str, root: 
     """
     if run_inputs(opt, root) or not record or not record.get('student') or not osp.isfile(weights_path):
         return False
-    net = load_network(opt['network_g'], weights_path)
+    try:
+        net = load_network(opt['network_g'], weights_path)
+    except (KeyError, ValueError):  # not a checkpoint of this network
+        return False
     if fingerprint(net) != record['student']:
         return False
     folder = osp.join(root, 'experiments', opt['name'])

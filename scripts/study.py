@@ -27,6 +27,7 @@ import os
 import os.path as osp
 import sys
 import time
+from typing import Optional
 
 import numpy as np
 
@@ -78,40 +79,59 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument('--keep-weights', action='store_true',
                         help='copy the final student weights of every recorded run of the rows and seeds next to '
                         'its record (<run>.pth; for the decisive x4 rows, to be committed)')
-    return parser.parse_args()
+    args = parser.parse_args()
+    others = [flag for flag, on in (('--teacher', args.teacher), ('--texture', args.texture), ('--negative-distance',
+              args.negative_distance), ('--colour-probe', args.colour_probe), ('--keep-weights', args.keep_weights))
+              if on]
+    if args.records and (not args.score_only or others):
+        parser.error('--records only tabulates: give it with --score-only' +
+                     (f' and without {", ".join(others)}' if others else ''))
+    return args
 
 
-def clock_time(text: str) -> float:
-    """``HH:MM`` (local time, today; tomorrow when it is already past) as ``time.time()`` seconds."""
+def clock_time(text: str, now: Optional[datetime.datetime] = None) -> float:
+    """``HH:MM`` on this machine's clock as ``time.time()`` seconds: the occurrence nearest to ``now`` (at most 12 h
+    ago or ahead), so a time a few minutes past means "start nothing", never "tomorrow"."""
     try:
         hour, minute = (int(part) for part in text.split(':'))
-        moment = datetime.datetime.combine(datetime.date.today(), datetime.time(hour, minute))
+        now = now or datetime.datetime.now()
+        moment = datetime.datetime.combine(now.date(), datetime.time(hour, minute))
     except ValueError as error:
         raise argparse.ArgumentTypeError(f'{text!r} is not a time of day HH:MM ({error})') from None
-    if moment < datetime.datetime.now():
+    if moment - now > datetime.timedelta(hours=12):
+        moment -= datetime.timedelta(days=1)
+    elif now - moment >= datetime.timedelta(hours=12):
         moment += datetime.timedelta(days=1)
     return moment.timestamp()
 
 
-def train_teacher(scale) -> None:
-    """Train (or continue) the teacher of ``scale`` alone and print bicubic / teacher scores on both splits."""
+def train_teacher(scale, start_before: Optional[float] = None) -> None:
+    """Train (or continue) the teacher of ``scale`` alone and print bicubic / teacher scores on both splits. With
+    committed records, the teacher committed beside them is restored instead (:func:`restore_teacher`) and a newly
+    trained one is recorded and kept there."""
     scale.build_data()
     teacher = load_options(scale.teacher_options)
     out = f'{OUT}/{scale.name}'
-    restore_teacher(scale, scale.record_dir(OUT))  # the committed teacher of the records, when there is one
-    run_jobs([TrainJob(teacher, f'{out}/options/teacher.yml', f'{out}/logs/teacher.log', 'teacher')], cache=run_cache())
+    folder = scale.record_dir(OUT)
+    restore_teacher(scale, folder)  # raises rather than let another teacher replace a committed one
+    run_jobs([TrainJob(teacher, f'{out}/options/teacher.yml', f'{out}/logs/teacher.log', 'teacher')], cache=run_cache(),
+             start_before=start_before)
+    if not osp.isfile(teacher_weights(scale)):
+        return  # not started (--start-before)
     for name, scores in reference_scores(scale).items():
         print(name, ', '.join(f'{key} {value:.4f}' for key, value in scores.items()))
     sha = teacher_fingerprint(scale)
-    earlier = stored_record(teacher, scale.record_dir(OUT))
+    earlier = stored_record(teacher, folder)
     print(f'teacher fingerprint {sha}')
-    if earlier is not None and earlier['teacher'] != sha:
+    if earlier is not None and earlier['teacher'] == sha:
+        return  # recorded (and, with committed records, kept) already
+    if earlier is not None:
         print(f'WARNING: the recorded runs learnt from teacher {earlier["teacher"]}, this machine trained {sha}: '
               'runs distilled now are not paired with the recorded ones. On this machine the tables count only runs '
               'of this teacher; the distilled rows train again and their new records replace the old ones.')
-    score_run(teacher, scale.record_dir(OUT), split_pairs(scale), sha)  # this teacher's record
+    score_run(teacher, folder, split_pairs(scale), sha)  # this teacher's record
     if scale.records:  # committed records: commit the teacher's weights with them, or a fresh machine retrains it
-        print(f'teacher weights kept at {keep_weights(teacher, scale.record_dir(OUT))}')
+        print(f'teacher weights kept at {keep_weights(teacher, folder)}')
 
 
 def print_texture(scale) -> None:
@@ -194,8 +214,10 @@ def main() -> None:
     args = parse_args()
     start = time.time()
     scale = SCALES[args.scale]
+    if args.start_before is not None:
+        print(f'No run starts after {time.strftime("%Y-%m-%d %H:%M %Z", time.localtime(args.start_before))}.')
     if args.teacher:
-        return train_teacher(scale)
+        return train_teacher(scale, args.start_before)
     if args.texture:
         return print_texture(scale)
     if args.negative_distance:
@@ -213,13 +235,13 @@ def main() -> None:
     rows = [table[key] for key in keys]
     if args.colour_probe:
         return print_colour_probe(scale, rows, args.seeds, prefix)
-    if args.records and (not args.score_only or args.keep_weights):
-        raise ValueError('--records only tabulates: give it with --score-only and without --keep-weights')
     if not args.score_only:  # committed records (x4): each run's weights land beside its record, ready to commit
         train_rows(rows, args.seeds, prefix, OUT, args.parallel, keep_weights if scale.records else None,
                    args.start_before)
     versus_keys = args.versus or list(GROUP_VERSUS.get(args.group, ('scratch', 'kd', 'fd_l1_w1e-2')))
     versus = [table[key] for key in versus_keys if key in table and key not in keys]
+    if args.records:
+        scale.build_data()  # the photos for bicubic's scores (seconds; a fresh clone has none)
     records = score_rows(rows + versus, args.seeds, prefix, OUT, args.records)
     if args.keep_weights:
         keep_row_weights(rows, records, args.seeds, prefix, scale)
@@ -228,6 +250,10 @@ def main() -> None:
     references = reference_scores(scale)
     if args.records:  # the teacher here is not the one those runs learnt from: its record in DIR has its scores
         references.pop('teacher', None)
+        recorded = stored_record(load_options(scale.teacher_options), args.records)
+        if recorded is not None:
+            references['teacher'] = {f'{split}_{metric}': value for split, scores in recorded['scores'].items()
+                                     for metric, value in scores.items()}
         intro = f'Records of {args.records}. ' + intro
     title = f'FACD study ({scale.name}): {args.group or "selected rows"}'
     decide = functools.partial(decision_table, bicubic=bicubic_photo_scores(scale))

@@ -1,4 +1,6 @@
 """The machinery of make demo / make mini-table: data builder, option overrides, run bookkeeping, scores, pictures."""
+import argparse
+import datetime
 import importlib.util
 import json
 import math
@@ -332,3 +334,20 @@ def test_a_cache_entry_without_inputs_is_completed_and_a_missing_or_home_path_is
     missing = run_inputs({'path': {'pretrain_network_t': 'no/such.pth'}}, str(root))
     assert not same_inputs(missing, missing)  # a missing weight file vouches for nothing
     assert same_inputs(None, {}) and not same_inputs(None, inputs)  # an old run counts only without weight files
+
+
+def test_study_start_before_takes_the_nearest_occurrence_of_the_time():
+    """A time a few minutes past means "start nothing now", never "no limit until tomorrow"."""
+    spec = importlib.util.spec_from_file_location('study', osp.join(REPO_ROOT, 'scripts', 'study.py'))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    now = datetime.datetime(2026, 12, 7, 23, 41)
+    at = lambda text: datetime.datetime.fromtimestamp(module.clock_time(text, now))  # noqa: E731
+    assert at('23:40') == datetime.datetime(2026, 12, 7, 23, 40)  # just past: nothing starts
+    assert at('23:50') == datetime.datetime(2026, 12, 7, 23, 50)
+    assert at('01:30') == datetime.datetime(2026, 12, 8, 1, 30)  # after midnight
+    assert at('12:00') == datetime.datetime(2026, 12, 7, 12, 0)
+    after_midnight = datetime.datetime.fromtimestamp(module.clock_time('23:50', datetime.datetime(2026, 12, 8, 0, 20)))
+    assert after_midnight == datetime.datetime(2026, 12, 7, 23, 50)  # yesterday's 23:50: past
+    with pytest.raises(argparse.ArgumentTypeError, match='24:00'):
+        module.clock_time('24:00', now)

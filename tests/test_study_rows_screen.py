@@ -15,11 +15,12 @@ import torch
 import yaml
 from basicsr.archs import build_network
 
+import facd_study.ablation as ablation
 from facd_basicsr.host.checkpoint import fingerprint
 from facd_basicsr.tools import evaluate
 from facd_basicsr.tools.bicubic import bicubic_lr
 from facd_study.ablation import X4, Row, present_teacher, restore_teacher, score_rows, score_run, stored_record
-from facd_study.experiment import is_trained, latest_weights, load_options, restore_kept
+from facd_study.experiment import is_trained, latest_weights, load_options, restore_kept, write_options
 from facd_study.kept_weights import keep_weights, kept_path
 from facd_study.negative_distance import negative_distances, random_lr_crops
 from facd_study.paired import (LOSES, NO, YES, colour_offset, paired_interval, t_quantile, t_two_sided, verdict,
@@ -398,9 +399,10 @@ def test_restore_kept_writes_nothing_for_other_weights_or_a_run_with_a_starting_
     assert not osp.exists(tmp_path / 'experiments')
 
 
-def test_a_fresh_machine_gets_the_committed_teacher_instead_of_training_it(tmp_path, monkeypatch):
-    """What ``train_rows`` and ``study.py --teacher`` call first: no experiments/, an empty run cache, and the teacher's
-    record with its kept weights in the record folder give the teacher of those records back."""
+@pytest.fixture
+def committed_teacher(tmp_path, monkeypatch):
+    """A fresh machine (CWD tmp_path: no experiments/, an empty run cache) with the x4 teacher's record and kept
+    weights committed in tmp_path/records; returns (options, network, records folder)."""
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv('FACD_STUDY_CACHE', str(tmp_path / 'cache'))
     opt = load_options(X4.teacher_options)
@@ -410,21 +412,53 @@ def test_a_fresh_machine_gets_the_committed_teacher_instead_of_training_it(tmp_p
     torch.save({'params': net.state_dict()}, str(tmp_path / 'records' / f'{opt["name"]}.pth'))
     with open(tmp_path / 'records' / f'{opt["name"]}.json', 'w') as f:
         json.dump({'name': opt['name'], 'options': opt, 'student': fingerprint(net), 'gate_on': 0.0}, f)
+    return opt, net, str(tmp_path / 'records')
+
+
+def test_a_fresh_machine_gets_the_committed_teacher_instead_of_training_it(committed_teacher):
+    """What ``train_rows`` and ``study.py --teacher`` call first."""
+    opt, net, folder = committed_teacher
     assert present_teacher(X4) is None
-    restore_teacher(X4, str(tmp_path / 'records'))
+    restore_teacher(X4, folder)
     assert is_trained(opt) and present_teacher(X4) == fingerprint(net)
+    restore_teacher(X4, folder)  # the same teacher present: nothing to say
 
 
-def test_score_rows_of_a_frozen_folder_reads_only_its_records_and_refuses_two_teachers(tmp_path):
-    """``study.py --score-only --records DIR``: an earlier teacher's records tabulate on any machine, and records of
-    two teachers are never paired."""
+def test_another_teacher_never_replaces_the_committed_one(committed_teacher, tmp_path):
+    """A teacher of the same options in the run cache (trained on this machine) or a committed file that is not the
+    recorded network: one clear error, before anything trains or a committed record is overwritten."""
+    opt, net, folder = committed_teacher
+    other = build_network(dict(opt['network_g']))
+    cached = tmp_path / 'cache' / opt['name']
+    os.makedirs(cached / 'models')
+    torch.save({'params': other.state_dict()}, str(cached / 'models' / 'net_g_latest.pth'))
+    write_options(opt, str(cached / 'run_options.yml'))
+    restore_teacher(X4, folder)  # the committed file comes first
+    assert present_teacher(X4) == fingerprint(net)
+    shutil.rmtree(tmp_path / 'experiments')
+    state = torch.load(osp.join(folder, f'{opt["name"]}.pth'), weights_only=True)
+    state['params']['conv_first.bias'][0] += 1e-3
+    torch.save(state, osp.join(folder, f'{opt["name"]}.pth'))
+    with pytest.raises(ValueError, match=f'committed x4 teacher \\({fingerprint(net)[:12]}, file [0-9a-f]{{12}}\\), '
+                       f'but this machine has teacher {fingerprint(other)[:12]}'):
+        restore_teacher(X4, folder)
+
+
+def test_score_rows_of_a_frozen_folder_reads_only_its_records_and_refuses_two_teachers(tmp_path, monkeypatch):
+    """``study.py --score-only --records DIR``: an earlier teacher's records tabulate on any machine, a run trained
+    here is never scored into that folder, and records of two teachers are never paired."""
     earlier = osp.join(X4.records, 'teacher_302e14c58531')
     for seed in (0, 1):
         shutil.copy(osp.join(earlier, f'x4_kd_s{seed}.json'), tmp_path)
+    monkeypatch.setattr(ablation, 'is_trained', lambda opt: True)  # seed 2 "trained" on this machine
+
+    def no_scoring(*args):
+        raise AssertionError('scored a run into a frozen folder')
+
+    monkeypatch.setattr(ablation, 'score_run', no_scoring)
     records = score_rows([X4_ROWS['kd']], [0, 1, 2], X4_PREFIX, str(tmp_path / 'out'), str(tmp_path))
     assert [run['options']['manual_seed'] for run in records['kd']] == [0, 1]
     assert {run['teacher'][:12] for run in records['kd']} == {'302e14c58531'}
-    assert not osp.exists(tmp_path / 'out')  # nothing scored or written
     shutil.copy(osp.join(X4.records, 'teacher_5c8fea63e4bf', 'x4_kd_s1.json'), tmp_path)  # another teacher
     with pytest.raises(ValueError, match='2 teachers'):
         score_rows([X4_ROWS['kd']], [0, 1], X4_PREFIX, str(tmp_path / 'out'), str(tmp_path))
