@@ -16,6 +16,9 @@ Usage (from the repository root):
     python scripts/study.py --colour-probe --group colour --seeds 0 1 2   # flat colours, held-out photos (issue 32)
     python scripts/study.py --group screen --seeds 0 1 2 3 4 5 6 7 8 9         # issue 32: the x2 screen
     python scripts/study.py --scale x4 --group confirm --seeds 0 1 2 3 4 --keep-weights
+    python scripts/study.py --scale x4 --group scratch_confirm --seeds 0 1 2 3 4 --start-before 23:10  # a session
+    python scripts/study.py --scale x4 --group confirm --seeds 0 1 2 3 4 --score-only \
+        --records docs/study_x4_runs/teacher_5c8fea63e4bf      # an earlier teacher's records
 
 Tables give paired differences with 95 % t-intervals and say whether a row beats each versus row
 (docs/ablation.md, "How we decide that a variant beats another").
